@@ -12,11 +12,16 @@ from torch import nn
 
 from ..errors import PipelineError
 from .mobilenet_v1 import MobileNetV1
+from .mobilenet_v2 import MobileNetV2
+from .mobilenet_v3 import MobileNetV3Large, MobileNetV3Small
 
 ModelFactory = Callable[..., nn.Module]
 
 ARCHS: dict[str, ModelFactory] = {
     "mobilenet_v1": MobileNetV1,
+    "mobilenet_v2": MobileNetV2,
+    "mobilenet_v3_small": MobileNetV3Small,
+    "mobilenet_v3_large": MobileNetV3Large,
 }
 
 MIN_RESOLUTION = 32
