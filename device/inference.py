@@ -1,0 +1,120 @@
+"""One TFLite interpreter per run: uint8 model-sized image in, class probabilities out.
+
+ai-edge-litert's Interpreter, or tflite-runtime's where that is what is installed. The
+input conversion comes from the model's own quantisation parameters (or the build's
+`input_lut`, which is the same table); int8, uint8 and float32 inputs are handled.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.preprocess import Preprocess, normalize, quantize_lut
+
+from .errors import DeviceError
+from .model import ModelSpec
+
+
+def make_interpreter(model_path: str, threads: int | None) -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+        except ImportError:
+            raise DeviceError("no TFLite interpreter: pip install ai-edge-litert (or tflite-runtime)") from None
+    try:
+        interpreter = Interpreter(model_path=model_path, num_threads=threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DeviceError(f"cannot load model {model_path}: {first}") from None
+    return interpreter
+
+
+@dataclass(frozen=True)
+class TopK:
+    labels: list[str]
+    scores: list[float]
+
+
+class Classifier:
+    """Wraps the interpreter; `input_for(u8)` is thread-safe, `classify` is not."""
+
+    def __init__(self, spec: ModelSpec, threads: int | None = None) -> None:
+        self.spec = spec
+        self.interpreter = make_interpreter(str(spec.tflite), threads)
+        inp = self.interpreter.get_input_details()
+        out = self.interpreter.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise DeviceError(f"{spec.tflite}: expected one input and one output tensor, got {len(inp)} and {len(out)}")
+        self._in, self._out = inp[0], out[0]
+        shape = [int(v) for v in self._in["shape"]]
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] not in (1, 3):
+            raise DeviceError(f"{spec.tflite}: expected a square NHWC image input with 1 or 3 channels, got {shape}")
+        self.size, self.channels = shape[1], shape[3]
+        self.preprocess = spec.preprocess or Preprocess(size=self.size, color="gray" if self.channels == 1 else "rgb")
+        if (self.preprocess.size, self.preprocess.channels) != (self.size, self.channels):
+            raise DeviceError(
+                f"metadata preprocess gives {self.preprocess.size}x{self.preprocess.size}x{self.preprocess.channels}"
+                f" but the model takes {self.size}x{self.size}x{self.channels}"
+            )
+        n_out = int(np.prod(self._out["shape"]))
+        if n_out != len(spec.labels):
+            raise DeviceError(f"{len(spec.labels)} labels but the model outputs {n_out} classes; check the labels file")
+        self.input_dtype = np.dtype(self._in["dtype"])
+        self._lut = self._input_table()
+        self._out_scale, self._out_zero = self._out["quantization"]
+        self._out_int = np.dtype(self._out["dtype"]).kind in "iu"
+
+    def _input_table(self) -> np.ndarray | None:
+        scale, zero = self._in["quantization"]
+        if self.input_dtype == np.float32:
+            return None
+        if self.input_dtype not in (np.int8, np.uint8) or not scale:
+            raise DeviceError(f"{self.spec.tflite}: unsupported input type {self.input_dtype} (scale {scale})")
+        if self.spec.input_lut is not None and self.input_dtype == np.int8:
+            return np.asarray(self.spec.input_lut, dtype=np.int8)
+        return quantize_lut(self.preprocess, float(scale), int(zero), self.input_dtype.name)
+
+    def input_for(self, model_u8: np.ndarray) -> np.ndarray:
+        """size x size x C uint8 (from `self.preprocess`) -> the model's [1,H,W,C] input."""
+        x = normalize(model_u8, self.preprocess) if self._lut is None else self._lut[model_u8]
+        return x[None]
+
+    def invoke(self, tensor: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self._in["index"], tensor)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self._out["index"])
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """Dequantise; softmax unless the output already is a probability vector."""
+        x = raw.reshape(-1).astype(np.float32)
+        if self._out_int and self._out_scale:
+            x = (x - np.float32(self._out_zero)) * np.float32(self._out_scale)
+        if x.min() >= 0.0 and abs(float(x.sum()) - 1.0) < 0.02:
+            return x
+        e = np.exp(x - x.max())
+        return e / e.sum()
+
+    def raw_fps(self, seconds: float = 3.0, warmup: int = 10) -> tuple[float, int]:
+        """Interpreter-only throughput on one fixed input: the ceiling for the runner."""
+        tensor = np.zeros(self._in["shape"], dtype=self.input_dtype)
+        self.interpreter.set_tensor(self._in["index"], tensor)
+        for _ in range(warmup):
+            self.interpreter.invoke()
+        n, t0 = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < seconds:
+            self.interpreter.invoke()
+            n += 1
+        return n / elapsed, n
+
+
+def top_k(probs: np.ndarray, labels: list[str], k: int) -> TopK:
+    k = max(1, min(k, probs.size))
+    idx = np.argsort(-probs, kind="stable")[:k]  # ties: lowest index first, as np.argmax
+    return TopK([labels[i] for i in idx], [float(probs[i]) for i in idx])
