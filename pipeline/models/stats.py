@@ -25,7 +25,9 @@ def count_macs(model: nn.Module, resolution: int, in_channels: int = 3) -> int:
     """Multiply-accumulates of one forward pass on a `resolution` x `resolution` image."""
     total = 0
 
-    def conv_hook(module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+    def conv_hook(
+        module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+    ) -> None:
         nonlocal total
         assert isinstance(module, nn.Conv2d)
         k_h, k_w = module.kernel_size
