@@ -151,7 +151,7 @@ def run_loop(
             if keep:
                 summary.results.append(result)
             if opts.view is not None or preview is not None:
-                detail = f"{score:.2f} | {metrics.fps():.1f} fps | {stage_ms['invoke']:.1f} ms"
+                detail = f"#{summary.frames} | {score:.2f} | {metrics.fps():.1f} fps | {stage_ms['invoke']:.1f} ms"
                 if opts.view is not None:
                     opts.view.publish(item.frame.rgb, label, detail)
                 if preview is not None:
