@@ -141,7 +141,7 @@ def run_loop(
             metrics.record(stage_ms, t2)
             status.classified(label, score)
             result = Result(summary.frames, item.frame.index, item.frame.name, label, score,
-                            list(zip(tk.labels, tk.scores)), stage_ms)
+                            list(zip(tk.labels, tk.scores, strict=True)), stage_ms)
             summary.frames += 1
             if summary.frames == opts.warmup_frames:
                 t_timed = t2

@@ -55,7 +55,7 @@ def test_folder_source_matches_pipeline_int8(build: Path) -> None:
     files = held_out(build)
     test_dir = build / "data" / "default" / "test"
     expected = dict(zip((f.relative_to(test_dir).as_posix() for f in files),
-                        reference_top1(build, [load_rgb(f) for f in files])))
+                        reference_top1(build, [load_rgb(f) for f in files]), strict=True))
     rows = runner_top1("--model", str(build), "--source", f"folder:{test_dir}")
     got = {row["name"]: row["label"] for row in rows}
     assert len(rows) == len(files)
@@ -84,7 +84,7 @@ def test_video_source_matches_pipeline_int8(build: Path, tmp_path: Path) -> None
         decoded.append(cv2.cvtColor(frame[1], cv2.COLOR_BGR2RGB))
     cap.release()
     assert len(decoded) == len(images)
-    assert all(np.array_equal(a, b) for a, b in zip(decoded, images)), "FFV1 round trip is not lossless"
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, images, strict=True)), "FFV1 round trip is not lossless"
 
     expected = reference_top1(build, images)
     rows = runner_top1("--model", str(build), "--source", f"video:{video}")
