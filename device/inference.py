@@ -68,8 +68,20 @@ class Classifier:
             raise DeviceError(f"{len(spec.labels)} labels but the model outputs {n_out} classes; check the labels file")
         self.input_dtype = np.dtype(self._in["dtype"])
         self._lut = self._input_table()
-        self._out_scale, self._out_zero = self._out["quantization"]
-        self._out_int = np.dtype(self._out["dtype"]).kind in "iu"
+        scale, zero = self._out["quantization"]
+        quantized = np.dtype(self._out["dtype"]).kind in "iu" and bool(scale)
+        self._out_scale = np.float32(scale if quantized else 1.0)
+        self._out_zero = np.float32(zero if quantized else 0.0)
+        # A build's model outputs logits (docs/FORMATS.md); other models may end in SOFTMAX.
+        self._softmax = spec.metadata is not None or not self._ends_in_softmax()
+        self._in_index, self._out_index = self._in["index"], self._out["index"]
+
+    def _ends_in_softmax(self) -> bool:
+        try:
+            ops = self.interpreter._get_ops_details()  # noqa: SLF001 - the only way to see the graph
+        except AttributeError:
+            return False
+        return any(op["op_name"] == "SOFTMAX" and self._out["index"] in op["outputs"] for op in ops)
 
     def _input_table(self) -> np.ndarray | None:
         scale, zero = self._in["quantization"]
@@ -87,19 +99,20 @@ class Classifier:
         return x[None]
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
-        self.interpreter.set_tensor(self._in["index"], tensor)
+        self.interpreter.set_tensor(self._in_index, tensor)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._out["index"])
+        return self.interpreter.get_tensor(self._out_index)
 
     def probabilities(self, raw: np.ndarray) -> np.ndarray:
-        """Dequantise; softmax unless the output already is a probability vector."""
+        """Dequantise; softmax unless the model's last op already is one."""
         x = raw.reshape(-1).astype(np.float32)
-        if self._out_int and self._out_scale:
-            x = (x - np.float32(self._out_zero)) * np.float32(self._out_scale)
-        if x.min() >= 0.0 and abs(float(x.sum()) - 1.0) < 0.02:
-            return x
-        e = np.exp(x - x.max())
-        return e / e.sum()
+        x -= self._out_zero
+        x *= self._out_scale
+        if self._softmax:
+            x -= x.max()
+            np.exp(x, out=x)
+            x /= x.sum()
+        return x
 
     def raw_fps(self, seconds: float = 3.0, warmup: int = 10) -> tuple[float, int]:
         """Interpreter-only throughput on one fixed input: the ceiling for the runner."""
@@ -116,5 +129,8 @@ class Classifier:
 
 def top_k(probs: np.ndarray, labels: list[str], k: int) -> TopK:
     k = max(1, min(k, probs.size))
+    if k == 1:
+        i = int(probs.argmax())
+        return TopK([labels[i]], [float(probs[i])])
     idx = np.argsort(-probs, kind="stable")[:k]  # ties: lowest index first, as np.argmax
     return TopK([labels[i] for i in idx], [float(probs[i]) for i in idx])

@@ -125,7 +125,10 @@ class OpenCVSource:
                 raise SourceError(f"{self.name}: read failed")
             if not self.loop or self._index == 0:
                 return None
-            self.open()
+            cv2 = _cv2()
+            if not self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0):  # rewind; reopen where it cannot seek
+                self.open()
+            self._index = 0
             ok, bgr = self._cap.read()
             if not ok:
                 return None
@@ -198,10 +201,14 @@ def picamera2_available() -> bool:
 
 
 def camera_size(model_size: int, display: bool) -> tuple[int, int]:
-    """A 4:3 capture size: 640x480 for a view, else just covering the model's square input."""
-    if display:
-        return (640, 480)
-    h = max(model_size + model_size % 2, 64)
+    """A 4:3 capture size whose height is a whole multiple of the model size.
+
+    The centre square then reduces to the model input by whole k x k blocks with no
+    bilinear step: k = 1 (just covering the input, e.g. 128x96) when nothing is shown,
+    else k near 384 / size (512x384 for 96) so the web view gets a usable picture.
+    """
+    k = max(1, round(384 / model_size)) if display else 1
+    h = model_size * k
     return (-(-h * 4 // 3 // 32) * 32, h)
 
 
