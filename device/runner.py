@@ -8,6 +8,7 @@ after --max-frames / a time limit, or when `stop` is set (SIGTERM, Ctrl-C, previ
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -80,6 +81,8 @@ class Preview:
             import cv2
         except ImportError:
             raise DeviceError("--preview needs OpenCV with a GUI: pip install opencv-python") from None
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            raise DeviceError("--preview needs a display (DISPLAY is not set); use --web to watch from a browser")
         self.cv2 = cv2
 
     def show(self, im: Any) -> bool:

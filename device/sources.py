@@ -24,6 +24,12 @@ VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpg", ".mjpeg"
 URL_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://")
 
 
+PICAMERA2_MISSING = (
+    "picamera2 is not importable: sudo apt install python3-picamera2, and make the venv with"
+    " `python3 -m venv --system-site-packages .venv` (or use --source usb:0)"
+)
+
+
 class FrameSkipped(SourceError):
     """One frame could not be read (e.g. a corrupt image); the source itself is fine."""
 
@@ -159,10 +165,7 @@ class Picamera2Source:
         try:
             from picamera2 import Picamera2
         except ImportError:
-            raise DeviceError(
-                "picamera2 is not importable: sudo apt install python3-picamera2, and make the venv with"
-                " `python3 -m venv --system-site-packages .venv` (or use --source usb:0)"
-            ) from None
+            raise DeviceError(PICAMERA2_MISSING) from None
         self.close()
         try:
             cam = Picamera2()
@@ -220,6 +223,8 @@ def open_source(spec: str | None, loop: bool = False, model_size: int = 96, disp
     """Parse a --source spec (see `python -m device run --help`) into a Source."""
     spec = spec or default_source()
     if spec == "picamera2":
+        if not picamera2_available():
+            raise DeviceError(PICAMERA2_MISSING)
         return Picamera2Source(camera_size(model_size, display))
     if spec.startswith("usb:") or spec.isdigit():
         index = spec.removeprefix("usb:")

@@ -66,6 +66,22 @@ def test_missing_source(build: Path, tmp_path: Path) -> None:
     one_line_error(run_device("run", "--model", str(build), "--source", f"folder:{tmp_path / 'x'}"), "source not found")
 
 
+def test_unreadable_video(build: Path, tmp_path: Path) -> None:
+    video = tmp_path / "broken.mp4"
+    video.write_bytes(b"\x00" * 4096)
+    one_line_error(run_device("run", "--model", str(build), "--source", f"video:{video}"), "cannot open video:")
+
+
+def test_picamera2_missing_says_how_to_get_it(build: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("picamera2") is not None:
+        pytest.skip("picamera2 is installed here")
+    r = run_device("run", "--model", str(build), "--source", "picamera2")
+    one_line_error(r, "sudo apt install python3-picamera2")
+    assert "--system-site-packages" in r.stderr
+
+
 def test_sigterm_stops_cleanly(build: Path) -> None:
     runner = RunnerProcess("--model", str(build), "--source", f"folder:{build / 'data/default/test'}", "--loop",
                            "--threads", "1", "--stats-every", "0")
