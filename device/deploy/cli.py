@@ -73,7 +73,8 @@ def classify_ssh_error(stderr: str, host: str, port: int) -> str:
     if "Permission denied" in s or "Too many authentication failures" in s:
         return (f"{host} refused our key (passwords are never used): load the key into ssh-agent (`ssh-add`) or "
                 "pass PI_KEY=~/.ssh/id_ed25519, and install its .pub on the Pi (`ssh-copy-id`)")
-    return "ssh to %s:%d failed: %s" % (host, port, s.strip().splitlines()[-1] if s.strip() else "no message")
+    last = s.strip().splitlines()[-1] if s.strip() else "no message"
+    return f"ssh to {host}:{port} failed: {last}"
 
 
 @dataclass
@@ -231,7 +232,7 @@ def copy_rsync(ssh: SSH, src: Path, incoming: str, link_dest: str | None, bwlimi
     if bwlimit:
         cmd.append(f"--bwlimit={bwlimit}")
     cmd += [f"{src}/", f"{ssh.host}:{incoming}/"]
-    p = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.run(cmd, text=True, capture_output=True)
     if p.returncode != 0:
         raise DeployError(f"rsync broke off (exit {p.returncode}); the running release is untouched:\n"
                           + p.stderr.strip(), 1)

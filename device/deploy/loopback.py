@@ -97,7 +97,7 @@ class LoopbackSSHD:
         return subprocess.run(["ssh", "-p", str(self.port), "-i", str(self.user_key), "-o", "IdentitiesOnly=yes",
                                "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
                                f"{self.user}@127.0.0.1", command],
-                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=check)
+                              text=True, capture_output=True, check=check)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -186,7 +186,7 @@ def seed_venv(sshd: LoopbackSSHD, pidir: str, python: str = "python3") -> None:
 def deploy(env: dict[str, str], *args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess[str], float]:
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "device.deploy", *args], env={**os.environ, **env}, text=True,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                       capture_output=True, timeout=timeout,
                        cwd=Path(__file__).resolve().parents[2])
     return p, time.monotonic() - t0
 

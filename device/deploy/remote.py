@@ -31,7 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import Iterator
+from collections.abc import Iterator
 
 RELEASES = "releases"
 INCOMING = ".incoming-"
@@ -49,7 +49,17 @@ class DeployError(Exception):
 
 
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    try:
+        print(msg, file=sys.stderr, flush=True)
+    except OSError:  # the deploying machine went away; carry on, the Pi must end up consistent
+        pass
+
+
+def emit(result: dict[str, object]) -> None:
+    try:
+        print(json.dumps(result), flush=True)
+    except OSError:
+        pass
 
 
 def resolve_dir(d: str) -> str:
@@ -96,7 +106,7 @@ def mark(pidir: str, name: str, which: str, text: str = "") -> None:
 
 def switch_current(pidir: str, name: str) -> None:
     """Point `current` at releases/<name> atomically: a new symlink renamed over the old one."""
-    tmp = os.path.join(pidir, ".current.tmp.%d" % os.getpid())
+    tmp = os.path.join(pidir, f".current.tmp.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     os.symlink(os.path.join(RELEASES, name), tmp)
@@ -133,7 +143,7 @@ def free_mb(path: str) -> int:
 def run(cmd: list[str], check: bool = True, **kw: object) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)  # type: ignore[call-overload]
     if check and proc.returncode != 0:
-        raise DeployError("`%s` failed (exit %d):\n%s" % (shlex.join(cmd), proc.returncode, tail(proc.stdout, 30)))
+        raise DeployError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}):\n{tail(proc.stdout, 30)}")
     return proc  # type: ignore[no-any-return]
 
 
@@ -175,7 +185,7 @@ def unit_text(args: argparse.Namespace, pidir: str) -> str:
     return "\n".join([
         "# Written by `make deploy-pi` (device/deploy); the next deploy overwrites it.",
         "[Unit]",
-        "Description=Live camera classification demo with web view (%s)" % args.service,
+        f"Description=Live camera classification demo with web view ({args.service})",
         "Wants=network-online.target",
         "After=network-online.target",
         "StartLimitIntervalSec=120",
@@ -183,10 +193,10 @@ def unit_text(args: argparse.Namespace, pidir: str) -> str:
         "",
         "[Service]",
         "Type=simple",
-        "User=%s" % user,
-        "WorkingDirectory=%s" % os.path.join(pidir, "current"),
+        f"User={user}",
+        "WorkingDirectory={}".format(os.path.join(pidir, "current")),
         "Environment=PYTHONUNBUFFERED=1",
-        "ExecStart=%s" % " ".join(systemd_quote(a) for a in exec_start(args, pidir)),
+        "ExecStart={}".format(" ".join(systemd_quote(a) for a in exec_start(args, pidir))),
         "Restart=on-failure",
         "RestartSec=2",
         "TimeoutStopSec=15",
@@ -253,7 +263,7 @@ class Systemd(Manager):
 
     @property
     def unit_path(self) -> str:
-        return "/etc/systemd/system/%s.service" % self.service
+        return f"/etc/systemd/system/{self.service}.service"
 
     def install(self, text: str) -> bool:
         try:
@@ -287,7 +297,7 @@ class Systemd(Manager):
         return int(out) if out.isdigit() else 0
 
     def log_mark(self) -> object:
-        return "@%d" % int(time.time())
+        return f"@{int(time.time())}"
 
     def _journal(self, extra: list[str]) -> list[str]:
         return ["journalctl", "-u", self.service, "--no-pager", "-o", "short-iso"] + extra
@@ -370,7 +380,7 @@ class Nohup(Manager):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(-pgid, os.WNOHANG)
         try:
-            with open("/proc/%d/stat" % pgid) as f:
+            with open(f"/proc/{pgid}/stat") as f:
                 return f.read().split(")")[-1].split()[0] != "Z"
         except OSError:
             return True
@@ -388,18 +398,18 @@ class Nohup(Manager):
         # Restart=on-failure: start again after a non-zero exit or a signal, stop after exit 0.
         loop = (
             "n=0; trap 'kill -TERM $child 2>/dev/null; wait $child; exit 0' TERM INT; "
-            "while :; do echo \"[nohup] starting in $(readlink -f %(wd)s)\"; "
-            "(cd %(wd)s && exec %(cmd)s) & child=$!; wait $child; rc=$?; "
+            f"while :; do echo \"[nohup] starting in $(readlink -f {shlex.quote(wd)})\"; "
+            f"(cd {shlex.quote(wd)} && exec {cmd}) & child=$!; wait $child; rc=$?; "
             "[ $rc -eq 0 ] && { echo '[nohup] exited 0, not restarting'; exit 0; }; "
-            "n=$((n+1)); echo $n > %(restarts)s; echo \"[nohup] exit $rc, restart $n in %(sec)ss\"; "
-            "sleep %(sec)s; done"
-        ) % {"wd": shlex.quote(wd), "cmd": cmd, "restarts": shlex.quote(restarts), "sec": shlex.quote(sec)}
+            f"n=$((n+1)); echo $n > {shlex.quote(restarts)}; echo \"[nohup] exit $rc, restart $n in {shlex.quote(sec)}s\"; "
+            f"sleep {shlex.quote(sec)}; done"
+        )
         os.makedirs(os.path.dirname(self.logfile), exist_ok=True)
         with open(self.logfile, "ab") as out, open(os.devnull, "rb") as devnull:
             proc = subprocess.Popen(["/bin/sh", "-c", loop], stdin=devnull, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True)
         with open(self._p(".pid"), "w") as f:
-            f.write("%d\n" % proc.pid)
+            f.write(f"{proc.pid}\n")
 
     def state(self) -> str:
         return "active" if self._pid() is not None else "inactive"
@@ -439,7 +449,7 @@ def manager(args: argparse.Namespace, pidir: str) -> Manager:
         return Systemd(pidir, args.service)
     if args.manager == "nohup":
         return Nohup(pidir, args.service)
-    raise DeployError("unknown service manager %r (systemd or nohup)" % args.manager)
+    raise DeployError(f"unknown service manager {args.manager!r} (systemd or nohup)")
 
 
 # --------------------------------------------------------------------------- the venv
@@ -464,12 +474,12 @@ def ensure_venv(pidir: str, req: str, pip_args: str) -> str:
     with open(req) as f:
         wanted = [x for x in (line.split("#", 1)[0].strip() for line in f) if x]
     if not os.path.exists(py):
-        log("creating venv %s (--system-site-packages, so apt's picamera2 is visible)" % venv)
+        log(f"creating venv {venv} (--system-site-packages, so apt's picamera2 is visible)")
         run([sys.executable, "-m", "venv", "--system-site-packages", venv])
     pip = [py, "-m", "pip", "install", "--disable-pip-version-check", "-q"] + shlex.split(pip_args)
     p = subprocess.CompletedProcess(pip, 0, "")
     if wanted:  # pip refuses an empty requirements file
-        log("installing %s into the venv: %s" % (REQUIREMENTS, " ".join(wanted)))
+        log("installing {} into the venv: {}".format(REQUIREMENTS, " ".join(wanted)))
         p = run(pip + ["-r", req], check=False)
     if p.returncode != 0:
         with open(req) as f:
@@ -485,7 +495,7 @@ def ensure_venv(pidir: str, req: str, pip_args: str) -> str:
             finally:
                 os.unlink(f.name)
         if p.returncode != 0:
-            raise DeployError("pip install -r %s failed in %s:\n%s" % (REQUIREMENTS, venv, tail(p.stdout, 30)))
+            raise DeployError(f"pip install -r {REQUIREMENTS} failed in {venv}:\n{tail(p.stdout, 30)}")
     with open(stamp, "w") as f:
         f.write(want + "\n")
     return "installed"
@@ -496,7 +506,7 @@ def ensure_venv(pidir: str, req: str, pip_args: str) -> str:
 
 def get_health(port: int) -> dict[str, object] | None:
     try:
-        with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=2) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
             if r.status != 200:
                 return None
             data = json.loads(r.read().decode("utf-8"))
@@ -507,7 +517,7 @@ def get_health(port: int) -> dict[str, object] | None:
 
 def healthy(h: dict[str, object] | None) -> bool:
     frames = h.get("frames") if h else None
-    return bool(h) and h.get("state") == "running" and isinstance(frames, (int, float)) and frames > 0  # type: ignore[union-attr]
+    return bool(h) and h.get("state") == "running" and isinstance(frames, (int, float)) and frames > 0  # type: ignore[union-attr]  # noqa: UP038 (runs on 3.9)
 
 
 def wait_healthy(mgr: Manager, port: int, timeout: float) -> tuple[bool, str]:
@@ -522,12 +532,13 @@ def wait_healthy(mgr: Manager, port: int, timeout: float) -> tuple[bool, str]:
             return True, json.dumps(h)
         n = mgr.restarts()
         if n >= 3:
-            return False, "the runner exited %d times (restart on failure)" % n
+            return False, f"the runner exited {n} times (restart on failure)"
         st = mgr.state()
         if st in ("failed", "inactive") and time.time() > deadline - timeout + 3:
-            return False, "the service is %s" % st
+            return False, f"the service is {st}"
         time.sleep(0.5)
-    return False, "not healthy after %ds (last /health: %s)" % (timeout, json.dumps(last) if last else "no answer")
+    seen = json.dumps(last) if last else "no answer"
+    return False, f"not healthy after {timeout:.0f}s (last /health: {seen})"
 
 
 # ------------------------------------------------------------------------------ steps
@@ -537,9 +548,9 @@ def start_release(args: argparse.Namespace, pidir: str, mgr: Manager, name: str)
     """venv for its requirements, unit, switch `current`, restart, wait for health."""
     venv = ensure_venv(pidir, requirements_for(pidir, name), args.pip_args)
     changed = mgr.install(unit_text(args, pidir))
-    log("venv %s; unit %s" % (venv, "updated" if changed else "unchanged"))
+    log("venv {}; unit {}".format(venv, "updated" if changed else "unchanged"))
     switch_current(pidir, name)
-    log("current -> releases/%s; restarting %s (%s)" % (name, args.service, mgr.name))
+    log(f"current -> releases/{name}; restarting {args.service} ({mgr.name})")
     mgr.stop()
     mark_ = mgr.log_mark()  # the log lines from here on are this release's
     mgr.restart()
@@ -569,11 +580,11 @@ def verify_manifest(rel: str) -> None:
         with open(os.path.join(rel, MANIFEST)) as f:
             files = json.load(f)["files"]
     except (OSError, ValueError, KeyError) as e:
-        raise DeployError("incomplete copy in %s: no readable manifest (%s)" % (rel, e)) from None
+        raise DeployError(f"incomplete copy in {rel}: no readable manifest ({e})") from None
     for path, digest in files.items():
         p = os.path.join(rel, path)
         if not os.path.isfile(p) or sha256_file(p) != digest:
-            raise DeployError("incomplete or corrupt copy in %s: %s does not match the manifest" % (rel, path))
+            raise DeployError(f"incomplete or corrupt copy in {rel}: {path} does not match the manifest")
 
 
 def previous_good(pidir: str, before: str | None) -> str | None:
@@ -592,7 +603,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     with contextlib.suppress(OSError), open(os.path.join(pidir, "venv", VENV_STAMP)) as f:
         venv_stamp = f.read().strip()
     print(json.dumps({
-        "python": "%d.%d.%d" % sys.version_info[:3], "executable": sys.executable,
+        "python": ".".join(map(str, sys.version_info[:3])), "executable": sys.executable,
         "dir": pidir, "free_mb": free_mb(pidir), "rsync": shutil.which("rsync") is not None,
         "systemd": os.path.isdir("/run/systemd/system"), "sudo": sudo_ok,
         "user": pwd.getpwuid(os.getuid()).pw_name, "current": current_release(pidir),
@@ -608,7 +619,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     rd = releases_dir(pidir)
     os.makedirs(rd, exist_ok=True)
     if os.path.exists(os.path.join(rd, args.release)):
-        raise DeployError("release %s already exists on the Pi" % args.release)
+        raise DeployError(f"release {args.release} already exists on the Pi")
     cur = current_release(pidir)
     print(json.dumps({"incoming": os.path.join(rd, INCOMING + args.release),
                       "link_dest": os.path.join(rd, cur) if cur else None}))
@@ -621,6 +632,9 @@ def cmd_activate(args: argparse.Namespace) -> int:
     mgr = manager(args, pidir)
     rd = releases_dir(pidir)
     name = args.release
+    # a dropped ssh connection must not stop us between switching `current` and the health
+    # check or the rollback: finish, and let the next `pi-status` tell
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with locked(pidir):
         incoming = os.path.join(rd, INCOMING + name)
         verify_manifest(incoming)
@@ -638,59 +652,58 @@ def cmd_activate(args: argparse.Namespace) -> int:
         if ok:
             mark(pidir, name, OK_MARK)
             gone = prune(pidir, args.keep, {name} | ({prev} if prev else set()))
-            print(json.dumps({"ok": True, "release": name, "previous": prev, "health": json.loads(why),
-                              "pruned": gone}))
+            emit({"ok": True, "release": name, "previous": prev, "health": json.loads(why), "pruned": gone})
             return 0
         logs = mgr.logs(since, args.lines)
         mark(pidir, name, FAILED_MARK, why + "\n" + logs)
         result: dict[str, object] = {"ok": False, "release": name, "reason": why, "log": logs, "previous": prev}
         if prev:
-            log("release %s is not healthy (%s); rolling back to %s" % (name, why, prev))
+            log(f"release {name} is not healthy ({why}); rolling back to {prev}")
             try:
                 rok, rwhy, _ = start_release(args, pidir, mgr, prev)
             except DeployError as e:
                 rok, rwhy = False, str(e)
             result.update(rolled_back_to=prev, rollback_ok=rok, rollback_health=rwhy)
         else:
-            log("release %s is not healthy (%s); no previous release to go back to, stopping the service" % (name, why))
+            log(f"release {name} is not healthy ({why}); no previous release to go back to, stopping the service")
             mgr.stop()
-        print(json.dumps(result))
+        emit(result)
         return EXIT_UNHEALTHY
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     pidir = resolve_dir(args.dir)
     mgr = manager(args, pidir)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with locked(pidir):
         cur = current_release(pidir)
         target = args.to or previous_good(pidir, cur)
         if not target or not os.path.isdir(os.path.join(releases_dir(pidir), target)):
-            raise DeployError("no earlier release to roll back to (current: %s, releases: %s)"
-                              % (cur, ", ".join(list_releases(pidir)) or "none"))
+            raise DeployError("no earlier release to roll back to (current: {}, releases: {})".format(cur, ", ".join(list_releases(pidir)) or "none"))
         ok, why, since = start_release(args, pidir, mgr, target)
         result: dict[str, object] = {"ok": ok, "release": target, "previous": cur, "health": why}
         if ok:
             mark(pidir, target, OK_MARK)
         else:
             result["log"] = mgr.logs(since, args.lines)
-        print(json.dumps(result))
+        emit(result)
         return 0 if ok else EXIT_UNHEALTHY
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     pidir = resolve_dir(args.dir)
     cur = current_release(pidir)
-    print("dir:      %s" % pidir)
+    print(f"dir:      {pidir}")
     print("current:  %s" % (cur or "(none)"))
     for n in list_releases(pidir):
-        print("  %s %s  [%s]" % ("*" if n == cur else " ", n, release_state(pidir, n)))
+        print("  {} {}  [{}]".format("*" if n == cur else " ", n, release_state(pidir, n)))
     try:
         mgr = manager(args, pidir)
-        print("service:  %s (%s) %s, %d restarts" % (args.service, mgr.name, mgr.state(), mgr.restarts()))
+        print(f"service:  {args.service} ({mgr.name}) {mgr.state()}, {mgr.restarts()} restarts")
     except DeployError as e:
-        print("service:  %s" % e)
+        print(f"service:  {e}")
     h = get_health(args.web_port)
-    print("health:   %s%s" % ("healthy " if healthy(h) else "NOT healthy ", json.dumps(h) if h else "(no answer on :%d)" % args.web_port))
+    print("health:   {}{}".format("healthy " if healthy(h) else "NOT healthy ", json.dumps(h) if h else f"(no answer on :{args.web_port})"))
     return 0 if healthy(h) else 1
 
 
@@ -739,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return fn(args)
     except DeployError as e:
-        log("error: %s" % e)
+        log(f"error: {e}")
         return 2
 
 

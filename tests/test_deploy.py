@@ -1,0 +1,370 @@
+"""`make deploy-pi` end to end against a real OpenSSH server on loopback (device/deploy/loopback.py):
+a host key, a user key and a known_hosts file generated for the run, key login only.
+
+This machine runs no systemd, so the service goes through the deploy's `nohup` manager
+(PI_SERVICE_MANAGER=nohup): the same generated unit file, its ExecStart and WorkingDirectory,
+Restart=on-failure, a pidfile. The unit itself is checked with `systemd-analyze verify`.
+
+The mechanics run with a small stand-in runner (`FAKE_RUNNER`, same CLI and /health contract as
+device/); `test_real_runner_*` deploy the real device/ package with a real build (`tiny_build`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from device.deploy.loopback import LoopbackSSHD, free_port, seed_venv, why_no_sshd
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(bool(why_no_sshd()), reason=why_no_sshd() or "sshd available")
+
+FAKE_RUNNER = '''
+"""Stand-in runner: `python -m device run --model DIR --source SPEC --web --host H --port P [--loop]`."""
+import argparse, json, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ap = argparse.ArgumentParser()
+sub = ap.add_subparsers(dest="cmd", required=True)
+r = sub.add_parser("run")
+for opt in ("--model", "--source", "--host"):
+    r.add_argument(opt, required=True)
+r.add_argument("--port", type=int, required=True)
+r.add_argument("--web", action="store_true")
+r.add_argument("--loop", action="store_true")
+a = ap.parse_args()
+meta = json.loads((Path(a.model) / "metadata.json").read_text())
+blob = (Path(a.model) / meta["model_file"]).read_bytes()
+if blob[4:8] != b"TFL3":
+    print("fake runner: %s is not a TFLite flatbuffer" % meta["model_file"], flush=True)
+    sys.exit(1)
+assert Path("pipeline/preprocess.py").is_file()  # the release carries the shared preprocessing
+state = {"state": "running", "frames": 0, "source": a.source, "loop": a.loop}
+
+def count():
+    while True:
+        state["frames"] += 1
+        time.sleep(0.05)
+
+class H(BaseHTTPRequestHandler):
+    def do_GET(self):
+        ok = self.path == "/health"
+        self.send_response(200 if ok else 404)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(json.dumps(state).encode() if ok else b"{}")
+
+    def log_message(self, *args):
+        pass
+
+threading.Thread(target=count, daemon=True).start()
+print("fake runner up on %s:%d" % (a.host, a.port), flush=True)
+ThreadingHTTPServer((a.host, a.port), H).serve_forever()
+'''
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSSHD]:
+    server = LoopbackSSHD(tmp_path_factory.mktemp("sshd")).start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class Pi:
+    """One deploy target on the loopback server: its PI_DIR, web port and service name."""
+
+    sshd: LoopbackSSHD
+    dir: Path
+    env: dict[str, str]
+
+    def deploy(self, *args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "device.deploy", *(args or ("deploy",))], cwd=REPO, text=True,
+                              env={**os.environ, **self.env, **overrides}, capture_output=True,
+                              timeout=300)
+
+    def popen(self, **overrides: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "device.deploy", "deploy"], cwd=REPO, text=True,
+                                env={**os.environ, **self.env, **overrides}, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+
+    def health(self) -> dict[str, object]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.env['PI_WEB_PORT']}/health", timeout=5) as r:
+            data = json.loads(r.read())
+        assert isinstance(data, dict)
+        return data
+
+    def serving(self) -> bool:
+        h = self.health()
+        frames = h["frames"]
+        return h["state"] == "running" and isinstance(frames, int) and frames > 0
+
+    def current(self) -> str:
+        return os.path.basename(os.readlink(self.dir / "current"))
+
+    def releases(self) -> list[str]:
+        return sorted(p.name for p in (self.dir / "releases").iterdir() if not p.name.startswith("."))
+
+    def runner_release(self) -> str:
+        """The release the running runner process was started in (its working directory)."""
+        sup = int((self.dir / "run" / f"{self.env['PI_SERVICE']}.pid").read_text())
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    if ppid == sup:
+                        return Path(os.readlink(proc / "cwd")).name
+                except (OSError, ValueError, IndexError):
+                    continue
+        raise AssertionError("no runner process under the service's supervisor")
+
+    def stop(self) -> None:
+        pidfile = self.dir / "run" / f"{self.env['PI_SERVICE']}.pid"
+        if pidfile.exists():
+            try:
+                os.killpg(int(pidfile.read_text()), signal.SIGTERM)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+def fake_app(root: Path) -> tuple[Path, Path]:
+    dev = root / "device"
+    dev.mkdir(parents=True)
+    (dev / "__main__.py").write_text(FAKE_RUNNER)
+    (dev / "__init__.py").write_text("")
+    (dev / "requirements.txt").write_text("# the stand-in runner needs nothing beyond the standard library\n")
+    out = root / "build"
+    out.mkdir()
+    (out / "model_int8.tflite").write_bytes(b"\0\0\0\0TFL3" + os.urandom(4000))
+    (out / "metadata.json").write_text(json.dumps({"format_version": 1, "model_file": "model_int8.tflite"}))
+    (out / "labels.txt").write_text("circle\nsquare\n")
+    return dev, out
+
+
+@pytest.fixture
+def pi(sshd: LoopbackSSHD, tmp_path: Path) -> Iterator[Pi]:
+    dev, out = fake_app(tmp_path / "app")
+    target = Pi(sshd, tmp_path / "pi", {
+        **sshd.env(), "PI_DIR": str(tmp_path / "pi"), "PI_SERVICE_MANAGER": "nohup",
+        "PI_SERVICE": f"edge-demo-test-{tmp_path.name}", "PI_WEB_PORT": str(free_port()),
+        "PI_SOURCE": f"folder:{tmp_path}", "PI_HEALTH_TIMEOUT": "30", "PI_DEVICE_DIR": str(dev), "OUT": str(out),
+        "PI_PIP_ARGS": "--no-index"})
+    yield target
+    target.stop()
+
+
+def ok(p: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout.strip().splitlines()[-1])
+    assert isinstance(summary, dict)
+    return summary
+
+
+@pytest.mark.parametrize("copy", ["rsync", "tar"])
+def test_first_then_second_deploy_both_serve(pi: Pi, copy: str) -> None:
+    first = ok(pi.deploy(PI_COPY=copy))
+    assert first["copy"] == copy
+    assert pi.serving() and pi.current() == first["release"] == pi.runner_release()
+    assert pi.health()["loop"] is True  # a folder: source goes round
+    (Path(pi.env["OUT"]) / "labels.txt").write_text("circle\nsquare!\n")  # a new build
+    p = pi.deploy(PI_COPY=copy)
+    second = ok(p)
+    assert "venv reused" in p.stderr
+    assert second["release"] != first["release"]
+    assert pi.serving() and pi.current() == second["release"] == pi.runner_release()
+    assert pi.releases() == sorted([str(first["release"]), str(second["release"])])
+    assert (pi.dir / "releases" / str(second["release"]) / "model" / "labels.txt").read_text() == "circle\nsquare!\n"
+    if copy == "rsync":  # unchanged files are hard-linked from the current release, not sent again
+        assert isinstance(second["bytes_sent"], int) and isinstance(first["bytes_sent"], int)
+        assert second["bytes_sent"] < first["bytes_sent"] / 2
+        model = "model/model_int8.tflite"
+        assert (pi.dir / "releases" / str(first["release"]) / model).stat().st_ino == \
+            (pi.dir / "releases" / str(second["release"]) / model).stat().st_ino
+    status = pi.deploy("status")
+    assert status.returncode == 0, status.stderr
+    assert f"* {second['release']}  [ok]" in status.stdout and "healthy" in status.stdout
+    logs = pi.deploy("logs")
+    assert logs.returncode == 0 and "fake runner up" in logs.stdout
+
+
+def test_make_targets_reach_the_pi(pi: Pi) -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    p = subprocess.run([make, "-s", "deploy-pi", f"PY={sys.executable}", f"OUT={pi.env['OUT']}"], cwd=REPO,
+                       env={**os.environ, **pi.env}, text=True, capture_output=True, timeout=300)
+    release = ok(p)["release"]
+    s = subprocess.run([make, "-s", "pi-status", f"PY={sys.executable}", f"PI={pi.env['PI']}"], cwd=REPO,
+                       env={**os.environ, **{k: v for k, v in pi.env.items() if k != "PI"}}, text=True,
+                       capture_output=True, timeout=120)
+    assert s.returncode == 0 and f"* {release}" in s.stdout, s.stderr
+
+
+def test_runner_that_cannot_start_rolls_back(pi: Pi) -> None:
+    good = ok(pi.deploy())["release"]
+    (Path(pi.env["OUT"]) / "model_int8.tflite").write_bytes(b"this is not a model")
+    t0 = time.monotonic()
+    p = pi.deploy()
+    assert p.returncode == 3
+    assert "did not become healthy" in p.stderr
+    assert "--- last log lines of" in p.stderr and "is not a TFLite flatbuffer" in p.stderr
+    assert f"rolled back to {good}: healthy again" in p.stderr
+    assert time.monotonic() - t0 < 30  # a crash loop is noticed without waiting out the timeout
+    assert pi.current() == good == pi.runner_release() and pi.serving()
+    bad = [r for r in pi.releases() if r != good]
+    assert len(bad) == 1 and (pi.dir / "releases" / bad[0] / ".deploy" / "FAILED").exists()
+    # nothing good before `good`: pi-rollback says so and changes nothing
+    r = pi.deploy("rollback")
+    assert r.returncode == 2 and "no earlier release" in r.stderr
+    assert pi.current() == good and pi.serving()
+
+
+def test_first_deploy_that_cannot_start_stops_the_service(pi: Pi) -> None:
+    (Path(pi.env["OUT"]) / "model_int8.tflite").write_bytes(b"not a model either")
+    p = pi.deploy(PI_HEALTH_TIMEOUT="20")
+    assert p.returncode == 3 and "no earlier release" in p.stderr and "not a TFLite" in p.stderr
+    assert not (pi.dir / "run" / f"{pi.env['PI_SERVICE']}.pid").exists()
+
+
+def test_rollback_and_pruning(pi: Pi) -> None:
+    out = Path(pi.env["OUT"])
+    done = []
+    for i in range(4):
+        (out / "labels.txt").write_text(f"circle\nsquare{i}\n")
+        done.append(ok(pi.deploy(PI_KEEP="2"))["release"])
+    assert pi.releases() == sorted(map(str, done[-2:]))  # the last two only
+    r = pi.deploy("rollback")
+    assert r.returncode == 0, r.stderr
+    assert pi.current() == done[-2] == pi.runner_release() and pi.serving()
+
+
+@pytest.mark.parametrize("copy", ["rsync", "tar"])
+def test_deploy_killed_mid_copy_leaves_the_running_release(pi: Pi, copy: str) -> None:
+    running = ok(pi.deploy(PI_COPY=copy))["release"]
+    frames_before = pi.health()["frames"]
+    big = Path(pi.env["PI_DEVICE_DIR"]) / "assets.bin"
+    big.write_bytes(os.urandom(3 << 20))  # ~15 s at 200 KiB/s
+    proc = pi.popen(PI_COPY=copy, PI_BWLIMIT="200")
+    deadline = time.monotonic() + 60
+    incoming: list[Path] = []
+    while time.monotonic() < deadline:  # wait until bytes of the new release are landing on the Pi
+        incoming = [p for p in (pi.dir / "releases").glob(".incoming-*")]
+        landed = sum(f.stat().st_size for d in incoming for f in d.rglob("*") if f.is_file())
+        if landed > 100_000:
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail(f"the copy never got going: {proc.communicate()}")
+    os.killpg(proc.pid, signal.SIGKILL)  # the laptop lid closes
+    proc.communicate()
+    time.sleep(1)
+    assert pi.releases() == [running] and pi.current() == running == pi.runner_release()
+    assert pi.serving() and int(str(pi.health()["frames"])) > int(str(frames_before))
+    assert incoming and all(p.name.startswith(".incoming-") for p in incoming)
+    nxt = ok(pi.deploy(PI_COPY=copy))
+    assert pi.current() == nxt["release"] != running and pi.serving()
+    assert (pi.dir / "releases" / str(nxt["release"]) / "device" / "assets.bin").stat().st_size == 3 << 20
+
+
+def test_reachability_problems_are_named(pi: Pi, sshd: LoopbackSSHD, tmp_path: Path) -> None:
+    other_key = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
+    empty_known = tmp_path / "empty_known_hosts"
+    empty_known.write_text("")
+    old_python = tmp_path / "python3.7"
+    old_python.write_text("#!/bin/sh\necho 'PYTHON 3.7.3'\n")
+    old_python.chmod(0o755)
+    cases = [
+        ({"PI_KEY": str(other_key)}, "refused our key"),
+        ({"PI_KNOWN_HOSTS": str(empty_known)}, "not in known_hosts"),
+        ({"PI_PORT": str(free_port())}, "refused the connection"),
+        ({"PI_PYTHON": "/nonexistent/python3"}, "has no /nonexistent/python3"),
+        ({"PI_PYTHON": str(old_python)}, "needs >= 3.9"),
+        ({"PI_MIN_FREE_MB": str(1 << 40)}, "not enough disk"),
+        ({"PI_SERVICE_MANAGER": "systemd"}, "does not run systemd"),
+        ({"PI": ""}, "say which Pi"),
+    ]
+    if os.path.isdir("/run/systemd/system"):
+        cases.pop(-2)
+    for env, message in cases:
+        p = pi.deploy(**env)
+        assert p.returncode == 2 and message in p.stderr, (env, p.stderr)
+        assert "password" not in p.stderr.lower() or "passwords are never used" in p.stderr
+    assert not (pi.dir / "current").exists() and not (pi.dir / "releases").exists()
+
+
+def test_unit_passes_systemd_analyze_verify(pi: Pi, tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt install systemd)")
+    ok(pi.deploy())
+    unit = pi.dir / "run" / f"{pi.env['PI_SERVICE']}.service"  # the unit the nohup manager ran
+    text = unit.read_text()
+    assert "Restart=on-failure" in text and f"WorkingDirectory={pi.dir}/current" in text
+    target = tmp_path / "edge-demo.service"
+    target.write_text(text)
+    v = subprocess.run([analyze, "verify", str(target)], text=True, capture_output=True)
+    assert v.returncode == 0 and str(target) not in v.stderr + v.stdout, v.stderr
+    target.write_text(text.replace(f"{pi.dir}/venv/bin/python", f"{pi.dir}/no-venv/bin/python"))
+    v = subprocess.run([analyze, "verify", str(target)], text=True, capture_output=True)
+    assert v.returncode != 0  # the check does look at the unit
+
+
+# ------------------------------------------------------------------ the real runner
+
+
+@pytest.fixture
+def real_pi(sshd: LoopbackSSHD, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pi]:
+    if not (REPO / "device" / "__main__.py").exists() or not (REPO / "device" / "requirements.txt").exists():
+        pytest.skip("device/ runner with device/requirements.txt is not in this checkout yet")
+    try:
+        build = Path(request.getfixturevalue("tiny_build"))
+    except pytest.FixtureLookupError:
+        pytest.skip("no tiny_build fixture in tests/conftest.py yet")
+    images = sorted(build.rglob("test/*/*.png"))
+    if not images:
+        pytest.skip(f"no held-out images (test/<class>/*.png) under {build}")
+    out = tmp_path / "build"
+    out.mkdir()
+    for name in ("model_int8.tflite", "metadata.json", "labels.txt"):
+        shutil.copy2(build / name, out / name)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, img in enumerate(images[:32]):
+        shutil.copy(img, frames / f"{i:03d}_{img.parent.name}.png")
+    pidir = tmp_path / "pi"
+    seed_venv(sshd, str(pidir))  # this machine is the "Pi": its venv sees the checkout's packages
+    target = Pi(sshd, pidir, {
+        **sshd.env(), "PI_DIR": str(pidir), "PI_SERVICE_MANAGER": "nohup", "PI_SERVICE": f"edge-demo-real-{tmp_path.name}",
+        "PI_WEB_PORT": str(free_port()), "PI_SOURCE": f"folder:{frames}", "PI_HEALTH_TIMEOUT": "120",
+        "OUT": str(out), "PI_PIP_ARGS": "--no-index"})
+    yield target
+    target.stop()
+
+
+def test_real_runner_deploys_and_rolls_back(real_pi: Pi) -> None:
+    pi = real_pi
+    first = ok(pi.deploy())
+    assert pi.serving() and pi.current() == first["release"] == pi.runner_release()
+    rel = pi.dir / "releases" / str(first["release"])
+    assert (rel / "pipeline" / "preprocess.py").exists() and not (rel / "device" / "deploy").exists()
+    second = ok(pi.deploy())
+    assert pi.serving() and pi.current() == second["release"] == pi.runner_release()
+    (Path(pi.env["OUT"]) / "model_int8.tflite").write_bytes(b"\0" * 64)  # a model that cannot load
+    p = pi.deploy()
+    assert p.returncode == 3 and "--- last log lines of" in p.stderr, p.stderr
+    assert f"rolled back to {second['release']}: healthy again" in p.stderr
+    assert pi.current() == second["release"] == pi.runner_release() and pi.serving()
