@@ -8,9 +8,12 @@ exactly this, so it is written in integer arithmetic that C++ reproduces bit for
    (k = side // size, rounding half up), trimming the remainder evenly;
 3. bilinear resize to size x size with half-pixel centres and 11-bit fixed-point weights;
 4. colour: keep RGB, or convert to grayscale with ITU-R 601 weights as Pillow does;
-5. normalise x = (u8 - mean) / std (mean = std = 127.5 gives [-1, 1], as Keras' MobileNet);
+5. normalise x = (u8 - mean) / std; mean = std = 128 gives [-1, 127/128], within 0.4% of
+   Keras' MobileNet scaling (x / 127.5 - 1), so ImageNet weights transfer unchanged;
 6. quantise for an int8 model through a 256-entry table built from the model's input
-   scale and zero point (stored in the build metadata and the firmware header).
+   scale and zero point (stored in the build metadata and the firmware header). The
+   converter calibrates the input to scale 1/128, zero point 0, where the table is
+   exactly `pixel - 128`.
 
 Imports numpy and Pillow only: the Raspberry Pi runner uses this module without torch.
 """
@@ -30,8 +33,8 @@ WEIGHT_ONE = 1 << WEIGHT_BITS
 class Preprocess:
     size: int = 96
     color: str = "rgb"  # "rgb" or "gray"
-    mean: float = 127.5
-    std: float = 127.5
+    mean: float = 128.0
+    std: float = 128.0
     crop: str = "center_square"
     resize: str = "box_bilinear_q11"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 BN_EPS = 1e-3  # Keras' default, so that pretrained Keras weights match exactly
-BN_MOMENTUM = 0.01  # PyTorch's convention for Keras' momentum=0.99
+BN_MOMENTUM = 0.1  # PyTorch default; Keras uses 0.99 (= 0.01 here), too slow for short runs
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:

@@ -1,0 +1,309 @@
+"""The stages as functions from files in the build directory to files there, each with
+its check at the end; `build` runs them in order. Every stage records what it measured in
+`results/<stage>.json`, which the report collects."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import BuildConfig
+from .errors import GateError, PipelineError
+from .util import atomic_write_bytes, atomic_write_text, log, write_json
+
+RESULTS = "results"
+STAGES = ("data", "train", "export", "convert", "microcode", "report")
+
+
+def record(cfg: BuildConfig, stage: str, result: dict[str, Any]) -> dict[str, Any]:
+    write_json(cfg.out_dir / RESULTS / f"{stage}.json", result)
+    return result
+
+
+def load_result(out: Path, stage: str) -> dict[str, Any] | None:
+    p = out / RESULTS / f"{stage}.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
+def _config_from_checkpoint(cfg: BuildConfig) -> tuple[BuildConfig, dict[str, Any]]:
+    """Later stages use the settings the model was trained with (data, arch, resolution)."""
+    from .train import load_checkpoint
+
+    ckpt = load_checkpoint(cfg.out_dir)
+    merged = {**ckpt["config"], "out": cfg.out}
+    keep = {k: getattr(cfg, k) for k in ("calibration_images", "onnx_tolerance", "int8_max_drop",
+                                         "tflm_max_lsb", "tflm_min_agreement", "arena_margin")}
+    merged.update(keep)
+    return BuildConfig(**merged), ckpt
+
+
+# ----------------------------------------------------------------------------------------
+
+
+def run_data(cfg: BuildConfig) -> dict[str, Any]:
+    from .data import prepare
+
+    t0 = time.time()
+    p = prepare(cfg)
+    res = {
+        "root": str(p.dataset.root),
+        "generated": cfg.data is None,
+        "layout": p.dataset.layout,
+        "classes": p.dataset.classes,
+        "train_images": int(len(p.train.labels)),
+        "test_images": int(len(p.test.labels)),
+        "train_per_class": np.bincount(p.train.labels, minlength=len(p.dataset.classes)).tolist(),
+        "test_per_class": np.bincount(p.test.labels, minlength=len(p.dataset.classes)).tolist(),
+        "skipped_files": p.train.skipped + p.test.skipped,
+        "notes": p.dataset.notes,
+        "seconds": time.time() - t0,
+    }
+    log(f"data: {len(res['classes'])} classes ({', '.join(res['classes'])}), "
+        f"{res['train_images']} train / {res['test_images']} test images, {p.dataset.layout}"
+        + (f", {len(res['skipped_files'])} unreadable skipped" if res["skipped_files"] else ""))
+    for note in p.dataset.notes:
+        log(f"note: {note}")
+    return record(cfg, "data", res)
+
+
+def run_train(cfg: BuildConfig) -> dict[str, Any]:
+    import torch
+
+    from .data import prepare
+    from .evaluate import scores
+    from .train import evaluate_logits, model_from_checkpoint, train
+
+    t0 = time.time()
+    prepared = prepare(cfg)
+    ckpt = train(cfg, prepared)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {}
+    model = model_from_checkpoint(ckpt)
+    from .data import preprocess_spec
+
+    logits = evaluate_logits(model, prepared.test.images, preprocess_spec(cfg), torch.device("cpu"))
+    res = {
+        "float": scores(logits, prepared.test.labels, ckpt["labels"]),
+        "best_epoch": ckpt["best_epoch"],
+        "best_val_acc": ckpt["best_val_acc"],
+        "epochs_run": len(ckpt["history"]),
+        "weights_from": ckpt["weights_from"],
+        "world_size": ckpt["world_size"],
+        "seconds": time.time() - t0,
+    }
+    log(f"train: float top-1 {res['float']['top1']:.2f}% on {res['float']['n']} held-out images "
+        f"(best epoch {ckpt['best_epoch']}, {res['seconds']:.0f}s)")
+    return record(cfg, "train", res)
+
+
+def run_export(cfg: BuildConfig) -> dict[str, Any]:
+    import torch
+
+    from .data import prepare, preprocess_spec
+    from .evaluate import agreement, nchw_float, scores
+    from .export import ONNX_FILE, check_onnx, export_onnx, onnx_logits
+    from .train import evaluate_logits, model_from_checkpoint
+
+    t0 = time.time()
+    cfg, ckpt = _config_from_checkpoint(cfg)
+    spec = preprocess_spec(cfg)
+    test = prepare(cfg, spec).test
+    model = model_from_checkpoint(ckpt)
+    torch_logits = evaluate_logits(model, test.images, spec, torch.device("cpu"))
+    with tempfile.TemporaryDirectory(dir=cfg.out_dir) as tmp:
+        tmp_onnx = Path(tmp) / ONNX_FILE
+        export_onnx(model, cfg.resolution, spec.channels, tmp_onnx)
+        onnx_out = onnx_logits(tmp_onnx, nchw_float(test.images, spec))
+        check = check_onnx(torch_logits, onnx_out, cfg.onnx_tolerance)
+        os.replace(tmp_onnx, cfg.out_dir / ONNX_FILE)
+    res = {
+        "onnx": scores(onnx_out, test.labels, ckpt["labels"]),
+        "vs_torch": {**check, "top1_agreement": agreement(torch_logits, onnx_out)},
+        "onnx_bytes": (cfg.out_dir / ONNX_FILE).stat().st_size,
+        "seconds": time.time() - t0,
+    }
+    log(f"export: ONNX top-1 {res['onnx']['top1']:.2f}%, max |torch - onnx| {check['max_abs_diff']:.2e} "
+        f"(gate < {cfg.onnx_tolerance:g})")
+    return record(cfg, "export", res)
+
+
+def run_convert(cfg: BuildConfig) -> dict[str, Any]:
+    from .convert import (
+        LABELS_FILE,
+        METADATA_FILE,
+        TFLITE_FILE,
+        build_metadata,
+        calibration_set,
+        onnx_to_int8,
+        tensor_facts,
+    )
+    from .data import prepare, preprocess_spec
+    from .evaluate import TFLiteModel, agreement, nchw_float, quantize_images, scores
+    from .export import ONNX_FILE, onnx_logits
+    from .microcode import check_tflm_ops
+
+    t0 = time.time()
+    cfg, ckpt = _config_from_checkpoint(cfg)
+    onnx_path = cfg.out_dir / ONNX_FILE
+    if not onnx_path.is_file():
+        raise PipelineError(f"{onnx_path} not found: run `python -m pipeline export` first")
+    spec = preprocess_spec(cfg)
+    prepared = prepare(cfg, spec)
+    test = prepared.test
+    calib = calibration_set(prepared.train.images, prepared.train.labels, cfg.calibration_images, cfg.seed)
+    log(f"convert: onnx2tf, int8 calibrated on {len(calib)} training images ...")
+    model_bytes = onnx_to_int8(onnx_path, calib, spec)
+    lite = TFLiteModel(model_bytes)
+    ops = lite.ops()
+    distinct = check_tflm_ops(ops)
+    inp = tensor_facts(lite.inp)
+    out = tensor_facts(lite.out)
+    meta = build_metadata(ckpt["config"], ckpt["labels"], spec, inp, out)
+    q_in = quantize_images(test.images, spec, inp["scale"], inp["zero_point"])
+    q_out = lite.run_int8(q_in)
+    onnx_out = onnx_logits(onnx_path, nchw_float(test.images, spec))
+    float_acc = scores(onnx_out, test.labels, ckpt["labels"])["top1"]
+    int8 = scores(q_out.astype(np.float32), test.labels, ckpt["labels"])
+    drop = float_acc - int8["top1"]
+    if drop > cfg.int8_max_drop:
+        raise GateError(
+            f"int8 gate failed: int8 top-1 {int8['top1']:.2f}% is {drop:.2f} points below float "
+            f"{float_acc:.2f}% (limit {cfg.int8_max_drop}). Try more --calibration-images, more "
+            "epochs, or an arch without h-swish / squeeze-excite (mobilenet_v1, mobilenet_v2)."
+        )
+    atomic_write_bytes(cfg.out_dir / TFLITE_FILE, model_bytes)
+    atomic_write_text(cfg.out_dir / LABELS_FILE, "\n".join(ckpt["labels"]) + "\n")
+    write_json(cfg.out_dir / METADATA_FILE, meta)
+    res = {
+        "int8": int8,
+        "vs_onnx": {"top1_drop": drop, "top1_agreement": agreement(onnx_out, q_out.astype(np.float32))},
+        "tflite_bytes": len(model_bytes),
+        "ops": ops,
+        "distinct_ops": distinct,
+        "op_counts": {o: ops.count(o) for o in distinct},
+        "input": inp,
+        "output": out,
+        "calibration_images": int(len(calib)),
+        "seconds": time.time() - t0,
+    }
+    log(f"convert: int8 top-1 {int8['top1']:.2f}% (float {float_acc:.2f}%, drop {drop:+.2f} points, "
+        f"gate <= {cfg.int8_max_drop}), {len(model_bytes):,} bytes, ops {', '.join(distinct)}")
+    return record(cfg, "convert", res)
+
+
+def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
+    from .convert import METADATA_FILE, TFLITE_FILE
+    from .data import prepare, preprocess_spec
+    from .evaluate import TFLiteModel, TFLMModel, agreement, quantize_images, scores
+    from .microcode import (
+        MODEL_CC,
+        MODEL_H,
+        SETTINGS_H,
+        TFLM_DIR,
+        VECTORS_FILE,
+        arena_with_margin,
+        check_tflm_ops,
+        compare_outputs,
+        measure_arena,
+        parse_c_array,
+        write_c_array,
+        write_settings_header,
+    )
+
+    t0 = time.time()
+    cfg, ckpt = _config_from_checkpoint(cfg)
+    tfl = cfg.out_dir / TFLITE_FILE
+    if not tfl.is_file():
+        raise PipelineError(f"{tfl} not found: run `python -m pipeline convert` first")
+    model_bytes = tfl.read_bytes()
+    meta = json.loads((cfg.out_dir / METADATA_FILE).read_text())
+    lite = TFLiteModel(model_bytes)
+    ops = check_tflm_ops(lite.ops())
+    final = cfg.out_dir / TFLM_DIR
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=cfg.out_dir, prefix=".tflm-"))
+    try:
+        cc, h, settings = staging / MODEL_CC, staging / MODEL_H, staging / SETTINGS_H
+        write_c_array(model_bytes, cc, h, source=TFLITE_FILE)
+        array_bytes = parse_c_array(cc)
+        if array_bytes != model_bytes:
+            raise GateError(f"C array check failed: {MODEL_CC} does not hold the bytes of {TFLITE_FILE}")
+        measured = measure_arena(array_bytes)
+        arena = arena_with_margin(measured, cfg.arena_margin)
+        write_settings_header(settings, meta, ops, arena, measured, cfg.arena_margin)
+        header_arena = int(next(
+            line.split("=")[1].strip(" ;") for line in settings.read_text().splitlines()
+            if line.startswith("constexpr int kTensorArenaSize")
+        ))
+        spec = preprocess_spec(cfg)
+        test = prepare(cfg, spec).test
+        q_in = quantize_images(test.images, spec, meta["input"]["scale"], meta["input"]["zero_point"])
+        tflm_out = TFLMModel(array_bytes, header_arena).run_int8(q_in)
+        ref_out = lite.run_int8(q_in)
+        check = compare_outputs(tflm_out, ref_out, cfg.tflm_max_lsb, cfg.tflm_min_agreement)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    buf = _npz_bytes(inputs=q_in, labels=test.labels, tflm_outputs=tflm_out)
+    atomic_write_bytes(cfg.out_dir / VECTORS_FILE, buf)
+    meta["tflm"] = {"arena_bytes": header_arena, "arena_measured_host": measured,
+                    "arena_margin": cfg.arena_margin, "ops": ops}
+    write_json(cfg.out_dir / METADATA_FILE, meta)
+    res = {
+        "tflm": scores(tflm_out.astype(np.float32), test.labels, ckpt["labels"]),
+        "vs_int8": {**check, "top1_agreement": agreement(tflm_out.astype(np.float32), ref_out.astype(np.float32))},
+        "arena_measured_host": measured,
+        "arena_bytes": header_arena,
+        "arena_margin": cfg.arena_margin,
+        "ops": ops,
+        "array_bytes": len(array_bytes),
+        "seconds": time.time() - t0,
+    }
+    log(f"microcode: TFLM top-1 {res['tflm']['top1']:.2f}%, max {check['max_lsb_diff']} LSB vs LiteRT reference, "
+        f"{check['top1_agreement']:.2f}% agreement; arena {measured:,} B measured, {header_arena:,} B in header")
+    return record(cfg, "microcode", res)
+
+
+def _npz_bytes(**arrays: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def run_report(cfg: BuildConfig) -> dict[str, Any]:
+    from .report import write_report
+
+    cfg, ckpt = _config_from_checkpoint(cfg)
+    return write_report(cfg, ckpt)
+
+
+RUNNERS = {
+    "data": run_data,
+    "train": run_train,
+    "export": run_export,
+    "convert": run_convert,
+    "microcode": run_microcode,
+    "report": run_report,
+}
+
+
+def run_build(cfg: BuildConfig) -> dict[str, Any]:
+    t0 = time.time()
+    for stage in STAGES:
+        result = RUNNERS[stage](cfg)
+        if stage == "train" and int(os.environ.get("RANK", "0")) != 0:
+            return {}  # other DDP ranks stop after training; rank 0 goes on
+    log(f"build: done in {time.time() - t0:.0f}s -> {cfg.out_dir}/report.md")
+    return result

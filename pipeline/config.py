@@ -1,0 +1,113 @@
+"""Every knob of a build, with its default, in one place.
+
+Values come from (lowest to highest precedence): these defaults, a config file
+(`--config build.json` or `.yaml`), command-line options.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import PipelineError
+
+
+@dataclass
+class BuildConfig:
+    # where things are
+    data: str | None = None  # class-folder dataset; None -> the generated default
+    out: str = "build"
+    # model: the default fits a Cortex-M4 with 256 KB RAM
+    arch: str = "mobilenet_v1"
+    width: float = 0.25
+    resolution: int = 96
+    color: str = "rgb"  # "rgb" or "gray"
+    pretrained: str | None = None  # Keras .h5 file (or a known name) for transfer learning
+    # training
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 5e-5
+    label_smoothing: float = 0.1
+    val_fraction: float = 0.1
+    patience: int = 10  # early stopping, in epochs without a better validation score
+    hflip: bool = True  # random horizontal flips (turn off when mirroring changes the class)
+    seed: int = 0
+    resume: bool = False  # continue an interrupted training run from train_state.pt
+    # datasets
+    test_fraction: float = 0.2  # only for a single folder without a train/test split
+    min_images_per_class: int = 5
+    max_bad_fraction: float = 0.05  # unreadable images tolerated (skipped and counted)
+    generated_train_per_class: int = 250
+    generated_test_per_class: int = 60
+    # conversion
+    calibration_images: int = 200
+    # gates
+    onnx_tolerance: float = 1e-4  # max |torch - onnx| over the logits
+    int8_max_drop: float = 1.0  # points of top-1, float -> int8
+    tflm_max_lsb: int = 1  # TFLM vs LiteRT reference kernels, int8 output steps
+    tflm_min_agreement: float = 99.5  # % top-1 agreement TFLM vs LiteRT
+    arena_margin: float = 0.10  # added to the host-measured arena for 32-bit targets
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out)
+
+    def validate(self) -> None:
+        if self.color not in ("rgb", "gray"):
+            raise PipelineError(f"color must be 'rgb' or 'gray', got '{self.color}'")
+        if not self.width > 0:
+            raise PipelineError(f"width must be a positive number, got {self.width}")
+        if self.epochs < 1:
+            raise PipelineError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
+        from .models import ARCHS, check_resolution
+
+        if self.arch not in ARCHS:
+            raise PipelineError(
+                f"unknown arch '{self.arch}': choose one of {', '.join(sorted(ARCHS))}"
+            )
+        check_resolution(self.resolution)
+
+
+def field_names() -> set[str]:
+    return {f.name for f in fields(BuildConfig)}
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise PipelineError(f"config file {p} not found")
+    text = p.read_text()
+    try:
+        if p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+        else:
+            values = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's to fix
+        raise PipelineError(f"cannot parse config file {p}: {exc}") from None
+    if not isinstance(values, dict):
+        raise PipelineError(f"config file {p} must hold a mapping of option: value")
+    unknown = set(values) - field_names()
+    if unknown:
+        raise PipelineError(
+            f"unknown option(s) in {p}: {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(field_names()))}"
+        )
+    return values
+
+
+def make_config(file: str | None = None, **overrides: Any) -> BuildConfig:
+    values: dict[str, Any] = load_config_file(file) if file else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    cfg = BuildConfig(**values)
+    cfg.validate()
+    return cfg

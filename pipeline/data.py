@@ -1,0 +1,337 @@
+"""Datasets: the generated offline default, and class-folder datasets users bring.
+
+A dataset is `train` and `test` splits of (image path, class index). Images are decoded
+once through the shared `Preprocess` definition and cached as uint8 arrays in the build
+directory, so every stage sees exactly the same pixels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import BuildConfig
+from .errors import PipelineError
+from .preprocess import Preprocess, load_rgb
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+TRAIN_NAMES = ("train", "training")
+TEST_NAMES = ("test", "testing")
+
+# ----------------------------------------------------------------------------------------
+# The generated default: shapes a person can draw on paper and hold up to a camera.
+
+SHAPES = ("circle", "square", "star", "triangle")
+GENERATED_SIZE = 128
+
+
+def _shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list:
+    if kind == "square":
+        pts = [(math.cos(angle + math.pi / 4 + k * math.pi / 2), math.sin(angle + math.pi / 4 + k * math.pi / 2)) for k in range(4)]
+    elif kind == "triangle":
+        pts = [(math.cos(angle + k * 2 * math.pi / 3), math.sin(angle + k * 2 * math.pi / 3)) for k in range(3)]
+    elif kind == "star":
+        pts = []
+        for k in range(10):
+            rad = 1.0 if k % 2 == 0 else 0.42
+            a = angle + k * math.pi / 5
+            pts.append((rad * math.cos(a), rad * math.sin(a)))
+    else:
+        raise ValueError(kind)
+    return [(cx + r * x, cy + r * y) for x, y in pts]
+
+
+def render_shape(kind: str, rng: np.random.Generator, size: int = GENERATED_SIZE) -> np.ndarray:
+    """One image: a shape with random colour, pose, scale, background, blur and noise."""
+    from PIL import Image, ImageDraw, ImageFilter
+
+    ss = 2  # draw at twice the size and downsample: antialiased edges
+    big = size * ss
+    bg1 = rng.integers(0, 256, 3)
+    bg2 = rng.integers(0, 256, 3)
+    t = np.linspace(0.0, 1.0, big)[:, None, None]
+    grad = bg1 * (1 - t) + bg2 * t  # a vertical gradient, then rotated
+    bg = np.broadcast_to(grad, (big, big, 3)).astype(np.uint8)
+    img = Image.fromarray(bg).rotate(float(rng.uniform(0, 360)), resample=Image.BILINEAR, fillcolor=tuple(int(c) for c in bg1))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(0, 4))):  # clutter lines
+        p = rng.uniform(0, big, 4)
+        draw.line(list(p), fill=tuple(int(c) for c in rng.integers(0, 256, 3)), width=int(rng.integers(1, 4 * ss)))
+    # the shape: a colour that stands out from the local background
+    r = rng.uniform(0.22, 0.42) * big
+    cx, cy = rng.uniform(r, big - r, 2)
+    base = bg.reshape(-1, 3).mean(axis=0)
+    for _ in range(20):
+        colour = rng.integers(0, 256, 3)
+        if np.abs(colour - base).sum() > 180:
+            break
+    fill = tuple(int(c) for c in colour)
+    outline_only = rng.uniform() < 0.3
+    line_w = int(rng.uniform(0.06, 0.12) * r)
+    angle = float(rng.uniform(0, 2 * math.pi))
+    if kind == "circle":
+        sx = r * rng.uniform(0.85, 1.0)  # a little perspective squash
+        box = [cx - sx, cy - r, cx + sx, cy + r]
+        draw.ellipse(box, fill=None if outline_only else fill, outline=fill, width=line_w)
+    else:
+        poly = _shape_polygon(kind, cx, cy, r, angle)
+        if outline_only:
+            draw.line(poly + [poly[0]], fill=fill, width=line_w, joint="curve")
+        else:
+            draw.polygon(poly, fill=fill)
+    img = img.resize((size, size), Image.LANCZOS)
+    blur = rng.uniform(0, 1.5)
+    if blur > 0.3:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
+    arr = np.asarray(img).astype(np.float32)
+    arr += rng.normal(0, rng.uniform(0, 12), arr.shape)
+    arr = arr * rng.uniform(0.7, 1.2) + rng.uniform(-30, 30)  # exposure
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def generate_default(root: Path, train_per_class: int, test_per_class: int, seed: int) -> Path:
+    """Write the default dataset to root/{train,test}/<shape>/NNNN.png (deterministic)."""
+    from PIL import Image
+
+    done = root / ".complete"
+    stamp = f"{SHAPES} {train_per_class} {test_per_class} {seed} {GENERATED_SIZE}"
+    if done.is_file() and done.read_text() == stamp:
+        return root
+    from tqdm import tqdm
+
+    jobs = [
+        (split, c, i)
+        for split, n in (("train", train_per_class), ("test", test_per_class))
+        for c in range(len(SHAPES))
+        for i in range(n)
+    ]
+    for split, c, i in tqdm(jobs, desc="generate dataset", unit="img", leave=False, disable=None):
+        folder = root / split / SHAPES[c]
+        folder.mkdir(parents=True, exist_ok=True)
+        split_id = 0 if split == "train" else 1
+        rng = np.random.default_rng([seed, split_id, c, i])
+        Image.fromarray(render_shape(SHAPES[c], rng)).save(folder / f"{i:04d}.png")
+    done.write_text(stamp)
+    return root
+
+
+# ----------------------------------------------------------------------------------------
+# Class-folder datasets.
+
+
+@dataclass
+class Split:
+    paths: list[Path]
+    labels: np.ndarray  # int64 class indices
+
+
+@dataclass
+class Dataset:
+    root: Path
+    classes: list[str]
+    train: Split
+    test: Split
+    layout: str  # "train/test folders" or "single folder, auto-split"
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _scan(folder: Path) -> dict[str, list[Path]]:
+    out = {}
+    for d in _class_dirs(folder):
+        out[d.name] = sorted(p for p in d.rglob("*") if _is_image(p))
+    return out
+
+
+def _find(folder: Path, names: tuple[str, ...]) -> Path | None:
+    for n in names:
+        for cand in (folder / n, folder / n.capitalize(), folder / n.upper()):
+            if cand.is_dir():
+                return cand
+    return None
+
+
+def discover(root: str | Path, min_per_class: int, test_fraction: float, seed: int) -> Dataset:
+    """Find classes and splits in a class-folder dataset, or raise a PipelineError saying why not."""
+    root = Path(root)
+    if not root.exists():
+        raise PipelineError(f"data folder {root} does not exist: pass --data PATH to a folder of class folders")
+    if not root.is_dir():
+        raise PipelineError(f"data path {root} is not a folder: pass a folder of class folders")
+    train_dir, test_dir = _find(root, TRAIN_NAMES), _find(root, TEST_NAMES)
+    notes: list[str] = []
+    if train_dir is not None:
+        train_files = _scan(train_dir)
+        test_files = _scan(test_dir) if test_dir is not None else {}
+        layout = f"{train_dir.name}/ and {test_dir.name}/ folders" if test_dir else f"{train_dir.name}/ only"
+    else:
+        train_files, test_files = _scan(root), {}
+        layout = "single folder"
+    train_files = {k: v for k, v in train_files.items() if v or k in test_files}
+    if not train_files:
+        raise PipelineError(
+            f"no class folders with images in {train_dir or root}: expected <class>/<image> "
+            f"(and optionally train/ and test/ splits); image types: {', '.join(sorted(IMAGE_EXTS))}"
+        )
+    classes = sorted(train_files)
+    if len(classes) < 2:
+        raise PipelineError(f"found only one class ('{classes[0]}') in {train_dir or root}: a classifier needs at least 2")
+    for c in classes:
+        n = len(train_files[c])
+        if n < min_per_class:
+            raise PipelineError(
+                f"class '{c}' has {n} training image(s); need at least {min_per_class} "
+                "(add images or remove the folder)"
+            )
+    extra = sorted(set(test_files) - set(classes))
+    if extra:
+        raise PipelineError(f"test split has class folder(s) not in training: {', '.join(extra)}")
+    if test_files:
+        missing = [c for c in classes if not test_files.get(c)]
+        if missing:
+            notes.append(f"test split has no images of: {', '.join(missing)} (their recall is not measured)")
+        train = _to_split(train_files, classes)
+        test = _to_split(test_files, classes)
+    else:
+        train, test = _stratified_split(train_files, classes, test_fraction, seed)
+        layout += f", auto-split {1 - test_fraction:.0%}/{test_fraction:.0%} (seed {seed})"
+    return Dataset(root, classes, train, test, layout, notes)
+
+
+def _to_split(files: dict[str, list[Path]], classes: list[str]) -> Split:
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        for p in files.get(c, []):
+            paths.append(p)
+            labels.append(i)
+    return Split(paths, np.asarray(labels, dtype=np.int64))
+
+
+def _stratified_split(files: dict[str, list[Path]], classes: list[str], fraction: float, seed: int) -> tuple[Split, Split]:
+    rng = np.random.default_rng(seed)
+    tr: dict[str, list[Path]] = {}
+    te: dict[str, list[Path]] = {}
+    for c in classes:
+        items = list(files[c])
+        order = rng.permutation(len(items))
+        n_test = max(1, int(round(len(items) * fraction)))
+        te[c] = [items[k] for k in order[:n_test]]
+        tr[c] = [items[k] for k in order[n_test:]]
+    return _to_split(tr, classes), _to_split(te, classes)
+
+
+def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (keep, held) with `fraction` of each class held out."""
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        n = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
+        held.extend(idx[:n])
+        keep.extend(idx[n:])
+    return np.sort(np.asarray(keep, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------------------
+# Decoding through the shared preprocessing, cached.
+
+
+@dataclass
+class Arrays:
+    images: np.ndarray  # uint8 [N, size, size, channels]
+    labels: np.ndarray  # int64 [N]
+    paths: list[str]
+    skipped: list[str]  # unreadable files
+
+
+def _cache_key(split: Split, spec: Preprocess) -> str:
+    h = hashlib.sha256(repr(spec.to_dict()).encode())
+    for p, y in zip(split.paths, split.labels, strict=False):
+        st = p.stat()
+        h.update(f"{p}|{y}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def load_arrays(split: Split, spec: Preprocess, cache_dir: Path | None, max_bad_fraction: float, name: str) -> Arrays:
+    """Decode and preprocess a split; unreadable files are skipped and counted."""
+    cache = None
+    if cache_dir is not None:
+        cache = cache_dir / f"{name}-{_cache_key(split, spec)}.npz"
+        if cache.is_file():
+            z = np.load(cache, allow_pickle=False)
+            return Arrays(z["images"], z["labels"], list(z["paths"]), list(z["skipped"]))
+    from tqdm import tqdm
+
+    images, labels, paths, skipped = [], [], [], []
+    for p, y in tqdm(list(zip(split.paths, split.labels, strict=False)), desc=f"load {name}", unit="img", leave=False, disable=None):
+        try:
+            rgb = load_rgb(p)
+        except Exception:  # noqa: BLE001 - any decode failure counts as a bad file
+            skipped.append(str(p))
+            continue
+        images.append(spec(rgb))
+        labels.append(int(y))
+        paths.append(str(p))
+    total = len(split.paths)
+    if total and len(skipped) / total > max_bad_fraction:
+        raise PipelineError(
+            f"{len(skipped)} of {total} {name} images could not be read (more than "
+            f"{max_bad_fraction:.0%}), e.g. {skipped[0]}: fix or remove them"
+        )
+    if not images:
+        raise PipelineError(f"no readable images in the {name} split")
+    arr = Arrays(np.stack(images), np.asarray(labels, dtype=np.int64), paths, skipped)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, images=arr.images, labels=arr.labels, paths=np.asarray(arr.paths), skipped=np.asarray(arr.skipped, dtype=str))
+        os.replace(tmp, cache)
+    return arr
+
+
+# ----------------------------------------------------------------------------------------
+# The configured dataset (user folder or generated default), decoded and cached.
+
+
+@dataclass
+class Prepared:
+    dataset: Dataset
+    train: Arrays
+    test: Arrays
+
+
+def preprocess_spec(cfg: BuildConfig) -> Preprocess:
+    return Preprocess(size=cfg.resolution, color=cfg.color)
+
+
+def data_root(cfg: BuildConfig) -> Path:
+    if cfg.data:
+        return Path(cfg.data)
+    return generate_default(
+        cfg.out_dir / "data" / "default",
+        cfg.generated_train_per_class,
+        cfg.generated_test_per_class,
+        cfg.seed,
+    )
+
+
+def prepare(cfg: BuildConfig, spec: Preprocess | None = None) -> Prepared:
+    spec = spec or preprocess_spec(cfg)
+    ds = discover(data_root(cfg), cfg.min_images_per_class, cfg.test_fraction, cfg.seed)
+    cache = cfg.out_dir / "cache"
+    train = load_arrays(ds.train, spec, cache, cfg.max_bad_fraction, "train")
+    test = load_arrays(ds.test, spec, cache, cfg.max_bad_fraction, "test")
+    return Prepared(ds, train, test)

@@ -1,0 +1,215 @@
+"""Stage 5: `report.json` and `report.md` (with plots) from what every stage recorded.
+
+The JSON fields are documented in README.md ("Report fields").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import BuildConfig
+from .errors import PipelineError
+from .util import atomic_write_text, write_json
+
+STAGE_NAMES = [
+    ("torch_float", "train", "float"),
+    ("onnx", "export", "onnx"),
+    ("int8_tflite", "convert", "int8"),
+    ("tflm", "microcode", "tflm"),
+]
+
+
+def _model_facts(cfg: BuildConfig, ckpt: dict[str, Any], conv: dict[str, Any], micro: dict[str, Any]) -> dict[str, Any]:
+    from .models.stats import count_macs, count_params
+    from .train import model_from_checkpoint
+
+    model = model_from_checkpoint(ckpt)
+    return {
+        "arch": cfg.arch,
+        "width": cfg.width,
+        "resolution": cfg.resolution,
+        "in_channels": ckpt["in_channels"],
+        "classes": ckpt["labels"],
+        "params": count_params(model),
+        "macs": count_macs(model, cfg.resolution, ckpt["in_channels"]),
+        "tflite_bytes": conv["tflite_bytes"],
+        "arena_bytes": micro["arena_bytes"],
+        "arena_measured_host": micro["arena_measured_host"],
+        "ops": micro["ops"],
+        "op_counts": conv["op_counts"],
+        "weights_from": ckpt["weights_from"],
+    }
+
+
+def _plots(out: Path, stages: dict[str, Any], history: list[dict[str, float]], labels: list[str]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, str] = {}
+    if history:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+        ep = [h["epoch"] for h in history]
+        a1.plot(ep, [h["train_loss"] for h in history], label="train")
+        a1.plot(ep, [h["val_loss"] for h in history], label="validation")
+        a1.set_xlabel("epoch")
+        a1.set_ylabel("loss")
+        a1.legend()
+        a2.plot(ep, [h["train_acc"] for h in history], label="train (augmented)")
+        a2.plot(ep, [h["val_acc"] for h in history], label="validation")
+        a2.set_xlabel("epoch")
+        a2.set_ylabel("top-1 %")
+        a2.legend()
+        fig.tight_layout()
+        fig.savefig(plots / "training.png", dpi=90)
+        plt.close(fig)
+        paths["training"] = "plots/training.png"
+    for key, st in stages.items():
+        cm = np.asarray(st["confusion"])
+        size = 1.2 + 0.45 * len(labels)
+        fig, ax = plt.subplots(figsize=(size + 1, size))
+        ax.imshow(cm, cmap="Blues")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{key}: top-1 {st['top1']:.2f}%")
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center",
+                        color="white" if cm[i, j] > cm.max() / 2 else "black", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(plots / f"confusion_{key}.png", dpi=90)
+        plt.close(fig)
+        paths[f"confusion_{key}"] = f"plots/confusion_{key}.png"
+    return paths
+
+
+def write_report(cfg: BuildConfig, ckpt: dict[str, Any]) -> dict[str, Any]:
+    from .build import load_result
+
+    out = cfg.out_dir
+    results = {s: load_result(out, s) for s in ("data", "train", "export", "convert", "microcode")}
+    missing = [s for s, r in results.items() if r is None and s != "data"]
+    if missing:
+        raise PipelineError(f"no results for stage(s) {', '.join(missing)} in {out}: run `python -m pipeline build` first")
+    train, export, conv, micro = (results[s] for s in ("train", "export", "convert", "microcode"))
+    stages: dict[str, Any] = {
+        "torch_float": {**train["float"], "vs_previous": None},
+        "onnx": {**export["onnx"], "vs_previous": export["vs_torch"]},
+        "int8_tflite": {**conv["int8"], "vs_previous": conv["vs_onnx"]},
+        "tflm": {**micro["tflm"], "vs_previous": micro["vs_int8"]},
+    }
+    gates = [
+        {"stage": "onnx", "check": "max |torch - onnx| logits", "value": export["vs_torch"]["max_abs_diff"],
+         "limit": cfg.onnx_tolerance, "passed": export["vs_torch"]["max_abs_diff"] < cfg.onnx_tolerance},
+        {"stage": "int8_tflite", "check": "top-1 drop vs float (points)", "value": conv["vs_onnx"]["top1_drop"],
+         "limit": cfg.int8_max_drop, "passed": conv["vs_onnx"]["top1_drop"] <= cfg.int8_max_drop},
+        {"stage": "tflm", "check": "max |TFLM - LiteRT ref| (LSB)", "value": micro["vs_int8"]["max_lsb_diff"],
+         "limit": cfg.tflm_max_lsb, "passed": micro["vs_int8"]["max_lsb_diff"] <= cfg.tflm_max_lsb},
+        {"stage": "tflm", "check": "top-1 agreement vs LiteRT ref (%)", "value": micro["vs_int8"]["top1_agreement"],
+         "limit": cfg.tflm_min_agreement, "passed": micro["vs_int8"]["top1_agreement"] >= cfg.tflm_min_agreement},
+    ]
+    timings = {s: round(r["seconds"], 2) for s, r in results.items() if r is not None}
+    model = _model_facts(cfg, ckpt, conv, micro)
+    plots = _plots(out, stages, ckpt["history"], ckpt["labels"])
+    report = {
+        "format_version": 1,
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "pipeline_version": __version__,
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "processor": platform.machine()},
+        "config": ckpt["config"],
+        "dataset": results["data"] or ckpt.get("dataset"),
+        "model": model,
+        "stages": stages,
+        "gates": gates,
+        "timings_s": timings,
+        "training": {
+            "history": ckpt["history"],
+            "best_epoch": ckpt["best_epoch"],
+            "best_val_acc": ckpt["best_val_acc"],
+            "weights_from": ckpt["weights_from"],
+            "world_size": ckpt.get("world_size", 1),
+        },
+        "plots": plots,
+    }
+    write_json(out / "report.json", report)
+    atomic_write_text(out / "report.md", render_markdown(report))
+    return report
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.2f}%"
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    m, st, ds = r["model"], r["stages"], r["dataset"] or {}
+    lines = [
+        f"# Build report: {m['arch']} width {m['width']} at {m['resolution']}x{m['resolution']}",
+        "",
+        f"Generated {r['generated_at']} on {r['machine']['platform']} (Python {r['machine']['python']}).",
+        "",
+        "## Accuracy on the held-out split, stage by stage",
+        "",
+        "| stage | top-1 | images | agreement with previous stage |",
+        "|---|---|---|---|",
+    ]
+    for key, _, _ in STAGE_NAMES:
+        s = st[key]
+        prev = s.get("vs_previous")
+        if prev is None:
+            vs = "-"
+        else:
+            extra = []
+            if "max_abs_diff" in prev:
+                extra.append(f"max abs diff {prev['max_abs_diff']:.2e}")
+            if "top1_drop" in prev:
+                extra.append(f"top-1 drop {prev['top1_drop']:+.2f} points")
+            if "max_lsb_diff" in prev:
+                extra.append(f"max {prev['max_lsb_diff']} LSB, {'bit-exact' if prev.get('bit_exact') else 'not bit-exact'}")
+            vs = f"{prev['top1_agreement']:.2f}% top-1 agreement; " + ", ".join(extra)
+        lines.append(f"| {key} | {s['top1']:.2f}% | {s['n']} | {vs} |")
+    lines += ["", "## Gates", "", "| stage | check | value | limit | |", "|---|---|---|---|---|"]
+    for g in r["gates"]:
+        lines.append(f"| {g['stage']} | {g['check']} | {g['value']:.4g} | {g['limit']:g} | {'pass' if g['passed'] else 'FAIL'} |")
+    lines += [
+        "",
+        "## Model",
+        "",
+        f"- classes ({len(m['classes'])}): {', '.join(m['classes'])}",
+        f"- parameters: {m['params']:,}; MACs per inference: {m['macs']:,}",
+        f"- int8 .tflite: {m['tflite_bytes']:,} bytes",
+        f"- TFLM tensor arena: {m['arena_measured_host']:,} bytes measured on the host runtime; "
+        f"{m['arena_bytes']:,} bytes in model_settings.h",
+        "- ops: " + ", ".join(f"{o} x{n}" for o, n in m["op_counts"].items()),
+        f"- weights: {m['weights_from']}",
+        "",
+        "## Dataset",
+        "",
+        f"- {ds.get('root', '?')} ({ds.get('layout', '?')})",
+        f"- {ds.get('train_images', '?')} training images, {ds.get('test_images', '?')} held-out images",
+    ]
+    if ds.get("skipped_files"):
+        lines.append(f"- {len(ds['skipped_files'])} unreadable files skipped")
+    for note in ds.get("notes", []):
+        lines.append(f"- note: {note}")
+    lines += ["", "## Per-class precision / recall (int8 TFLite)", "", "| class | precision | recall | images |", "|---|---|---|---|"]
+    for c, v in st["int8_tflite"]["per_class"].items():
+        lines.append(f"| {c} | {_pct(v['precision'])} | {_pct(v['recall'])} | {v['support']} |")
+    lines += ["", "## Time per step", "", "| step | seconds |", "|---|---|"]
+    for k, v in r["timings_s"].items():
+        lines.append(f"| {k} | {v:.1f} |")
+    lines += ["", "## Plots", ""]
+    for name, path in r["plots"].items():
+        lines.append(f"![{name}]({path})")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,304 @@
+"""Stage 1: train a width-scaled MobileNet -> build/model.pt.
+
+The same command trains on one CPU, one CUDA GPU, or many processes under `torchrun`
+(PyTorch DDP: gloo on CPU, NCCL on GPUs); each process takes its shard of every epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import BuildConfig
+from .data import Prepared, prepare, preprocess_spec, stratified_indices
+from .errors import PipelineError
+from .models import build_model
+from .preprocess import Preprocess
+from .util import atomic_write_bytes, log
+
+CHECKPOINT = "model.pt"
+TRAIN_STATE = "train_state.pt"
+
+
+# ----------------------------------------------------------------------------------------
+# Distributed helpers (no-ops in a single process).
+
+
+def dist_info() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def pick_device(rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local % torch.cuda.device_count())
+        return torch.device("cuda", local % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------------------
+# Input: uint8 NHWC batches -> normalised NCHW floats, with camera-style augmentation.
+
+
+def to_input(images: np.ndarray | torch.Tensor, spec: Preprocess, device: torch.device) -> torch.Tensor:
+    x = torch.as_tensor(images, device=device).permute(0, 3, 1, 2).float()
+    return (x - spec.mean) / spec.std
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, hflip: bool, gray: bool) -> torch.Tensor:
+    """Random resized crop, flip, small rotation, brightness / contrast / saturation jitter.
+
+    `x` is a float NCHW batch in pixel units [0, 255]; the result too.
+    """
+    n = x.shape[0]
+    dev = x.device
+
+    def u(lo: float, hi: float) -> torch.Tensor:
+        return (torch.rand(n, generator=gen) * (hi - lo) + lo).to(dev)
+
+    scale = u(0.7, 1.05)  # < 1 zooms in: a random crop of 49%..100% of the area
+    angle = u(-12, 12) * math.pi / 180
+    tx, ty = u(-0.12, 0.12), u(-0.12, 0.12)
+    flip = torch.ones(n, device=dev)
+    if hflip:
+        flip = torch.where(u(0, 1) < 0.5, -flip, flip)
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    b = u(0.7, 1.3)[:, None, None, None]
+    c = u(0.7, 1.3)[:, None, None, None]
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * c + mean * b
+    if not gray:
+        s = u(0.6, 1.4)[:, None, None, None]
+        luma = x.mean(dim=1, keepdim=True)
+        x = (x - luma) * s + luma
+    return x.clamp(0, 255)
+
+
+# ----------------------------------------------------------------------------------------
+
+
+def evaluate_logits(model: nn.Module, images: np.ndarray, spec: Preprocess, device: torch.device, batch: int = 256) -> np.ndarray:
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            out.append(model(to_input(images[i : i + batch], spec, device)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def load_checkpoint(out: Path) -> dict[str, Any]:
+    path = out / CHECKPOINT
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: run `python -m pipeline train` (or `make`) first")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
+    c = ckpt["config"]
+    model = build_model(c["arch"], c["width"], len(ckpt["labels"]), ckpt["in_channels"], c["resolution"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def _load_pretrained(model: nn.Module, cfg: BuildConfig) -> str:
+    try:
+        from .models.pretrained import load_keras_weights, resolve_weights
+    except ImportError:
+        raise PipelineError("pretrained weights are not supported in this version") from None
+    path = resolve_weights(cfg.pretrained, cfg.arch, cfg.width)
+    n = load_keras_weights(model, path)
+    return f"{path} ({n} tensors)"
+
+
+def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
+    """Train and write model.pt (the best validation checkpoint). Returns the checkpoint."""
+    rank, world = dist_info()
+    device = pick_device(rank)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    spec = preprocess_spec(cfg)
+    prepared = prepared or prepare(cfg, spec)
+    ds, tr = prepared.dataset, prepared.train
+    labels = ds.classes
+    k = len(labels)
+    keep, held = stratified_indices(tr.labels, cfg.val_fraction, cfg.seed)
+    if len(held) == 0:
+        keep, held = np.arange(len(tr.labels)), np.arange(len(tr.labels))
+    x_train, y_train = tr.images[keep], tr.labels[keep]
+    x_val, y_val = tr.images[held], tr.labels[held]
+
+    model = build_model(cfg.arch, cfg.width, k, spec.channels, cfg.resolution)
+    source = "scratch"
+    if cfg.pretrained:
+        source = _load_pretrained(model, cfg)
+    model.to(device)
+    net: nn.Module = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    counts = np.bincount(y_train, minlength=k).astype(np.float64)
+    weights = torch.tensor(len(y_train) / (k * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+    )
+    global_batch = cfg.batch_size
+    per_rank = max(1, global_batch // world)
+    steps = max(1, len(y_train) // global_batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1, div_factor=10, final_div_factor=100
+    )
+    out = cfg.out_dir
+    state_path = out / TRAIN_STATE
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {"val_acc": -1.0, "val_loss": float("inf"), "epoch": -1, "state": None}
+    start_epoch = 0
+    if cfg.resume and state_path.is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        if st["config"] == _train_signature(cfg):
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["opt"])
+            sched.load_state_dict(st["sched"])
+            history, best, start_epoch = st["history"], st["best"], st["epoch"] + 1
+            log(f"resuming from epoch {start_epoch + 1} ({state_path})")
+        else:
+            log(f"{state_path} was made with other settings; starting afresh")
+
+    from tqdm import tqdm
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t0 = time.time()
+    bad_epochs = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        gen.manual_seed(cfg.seed * 1000 + epoch)
+        order = torch.randperm(len(y_train), generator=gen).numpy()[: steps * global_batch]
+        net.train()
+        seen, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None if rank == 0 else True, unit="step")
+        for s in bar:
+            idx = order[s * global_batch : (s + 1) * global_batch][rank * per_rank : (rank + 1) * per_rank]
+            xb = torch.as_tensor(x_train[idx], device=device).permute(0, 3, 1, 2).float()
+            xb = augment(xb, gen, cfg.hflip, spec.color == "gray")
+            xb = (xb - spec.mean) / spec.std
+            yb = torch.as_tensor(y_train[idx], device=device)
+            logits = net(xb)
+            loss = loss_fn(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen += len(idx)
+            correct += int((logits.argmax(1) == yb).sum())
+            loss_sum += loss.item() * len(idx)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+        val_logits = evaluate_logits(model, x_val, spec, device)
+        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(y_val)))
+        val_acc = float((val_logits.argmax(1) == y_val).mean() * 100)
+        elapsed = time.time() - t0
+        done = epoch + 1 - start_epoch
+        eta = elapsed / done * (cfg.epochs - epoch - 1)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / max(seen, 1),
+            "train_acc": 100 * correct / max(seen, 1),
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": float(sched.get_last_lr()[0]),
+            "seconds": elapsed,
+        }
+        history.append(row)
+        improved = (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"])
+        if improved:
+            best = {
+                "val_acc": val_acc,
+                "val_loss": val_loss,
+                "epoch": epoch + 1,
+                "state": {k_: v.detach().cpu().clone() for k_, v in model.state_dict().items()},
+            }
+            bad_epochs = 0
+        else:
+            bad_epochs += 1
+        if rank == 0:
+            log(
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.3f}  train {row['train_acc']:.1f}%  "
+                f"val {val_acc:.1f}% (best {best['val_acc']:.1f}% @ {best['epoch']})  "
+                f"{elapsed:.0f}s, ~{eta:.0f}s left"
+            )
+            _save(
+                state_path,
+                {"config": _train_signature(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
+                 "sched": sched.state_dict(), "history": history, "best": best, "epoch": epoch},
+            )
+        if bad_epochs >= cfg.patience:
+            if rank == 0:
+                log(f"early stop: no better validation score for {cfg.patience} epochs")
+            break
+
+    ckpt = {
+        "state_dict": best["state"],
+        "config": cfg.to_dict(),
+        "labels": labels,
+        "in_channels": spec.channels,
+        "preprocess": spec.to_dict(),
+        "history": history,
+        "best_epoch": best["epoch"],
+        "best_val_acc": best["val_acc"],
+        "weights_from": source,
+        "dataset": {
+            "root": str(ds.root),
+            "layout": ds.layout,
+            "notes": ds.notes,
+            "train_images": int(len(tr.labels)),
+            "train_used": int(len(y_train)),
+            "val_images": int(len(y_val)),
+            "test_images": int(len(prepared.test.labels)),
+            "skipped": len(tr.skipped) + len(prepared.test.skipped),
+            "class_counts": np.bincount(tr.labels, minlength=k).tolist(),
+        },
+        "world_size": world,
+        "train_seconds": time.time() - t0,
+    }
+    if rank == 0:
+        _save(out / CHECKPOINT, ckpt)
+        state_path.unlink(missing_ok=True)
+    return ckpt
+
+
+def _train_signature(cfg: BuildConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    for key in ("out", "resume", "epochs_note"):
+        d.pop(key, None)
+    return d
+
+
+def _save(path: Path, obj: Any) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,119 @@
+"""Datasets: layouts, splits, the generated default, and bad input handled with one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_pipeline
+from pipeline.data import SHAPES, discover, generate_default, load_arrays, render_shape
+from pipeline.errors import PipelineError
+from pipeline.preprocess import Preprocess
+
+
+def make_folder(root: Path, counts: dict[str, int], size: tuple[int, int] = (40, 30), mode: str = "RGB") -> None:
+    rng = np.random.default_rng(0)
+    for cls, n in counts.items():
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            arr = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            Image.fromarray(arr).convert(mode).save(root / cls / f"{i}.png")
+
+
+def test_generated_dataset_is_deterministic_and_balanced(tmp_path: Path) -> None:
+    a = generate_default(tmp_path / "a", 3, 2, seed=7)
+    b = generate_default(tmp_path / "b", 3, 2, seed=7)
+    for shape in SHAPES:
+        fa = sorted((a / "train" / shape).iterdir())
+        fb = sorted((b / "train" / shape).iterdir())
+        assert len(fa) == 3 and len(list((a / "test" / shape).glob("*.png"))) == 2
+        assert [f.read_bytes() for f in fa] == [f.read_bytes() for f in fb]
+    other = render_shape("star", np.random.default_rng([8, 0, 2, 0]))
+    first = np.asarray(Image.open(a / "train" / "star" / "0000.png"))
+    assert not np.array_equal(other, first)  # another seed, another image
+
+
+def test_train_test_layout_and_spaces_in_class_names(tmp_path: Path) -> None:
+    make_folder(tmp_path / "training", {"red one": 6, "grün": 6})
+    make_folder(tmp_path / "testing", {"red one": 2, "grün": 3})
+    ds = discover(tmp_path, min_per_class=5, test_fraction=0.2, seed=0)
+    assert ds.classes == sorted(["red one", "grün"])
+    assert len(ds.train.paths) == 12 and len(ds.test.paths) == 5
+
+
+def test_single_folder_is_split_stratified_and_reproducibly(tmp_path: Path) -> None:
+    make_folder(tmp_path, {"a": 10, "b": 20})
+    d1 = discover(tmp_path, 5, 0.2, seed=3)
+    d2 = discover(tmp_path, 5, 0.2, seed=3)
+    assert d1.train.paths == d2.train.paths
+    assert np.bincount(d1.test.labels).tolist() == [2, 4]
+    assert not set(d1.train.paths) & set(d1.test.paths)
+
+
+def test_test_split_missing_a_class_is_noted(tmp_path: Path) -> None:
+    make_folder(tmp_path / "train", {"a": 6, "b": 6})
+    make_folder(tmp_path / "test", {"a": 2})
+    ds = discover(tmp_path, 5, 0.2, 0)
+    assert any("no images of: b" in n for n in ds.notes)
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: p.mkdir(), "no class folders with images"),
+        (lambda p: make_folder(p, {"only": 8}), "only one class"),
+        (lambda p: make_folder(p, {"a": 8, "b": 2}), "class 'b' has 2 training image"),
+    ],
+)
+def test_bad_datasets_raise_clear_errors(tmp_path: Path, setup, message: str) -> None:
+    root = tmp_path / "data"
+    setup(root)
+    with pytest.raises(PipelineError, match=message):
+        discover(root, min_per_class=5, test_fraction=0.2, seed=0)
+
+
+def test_mixed_sizes_modes_and_non_images_are_handled(tmp_path: Path) -> None:
+    make_folder(tmp_path / "a", {"x": 3}, size=(50, 20), mode="L")
+    make_folder(tmp_path / "a", {"y": 3}, size=(20, 60), mode="RGBA")
+    (tmp_path / "a" / "x" / "notes.txt").write_text("not an image")
+    ds = discover(tmp_path / "a", 3, 0.34, 0)
+    arr = load_arrays(ds.train, Preprocess(size=32), None, 0.0, "train")
+    assert arr.images.shape[1:] == (32, 32, 3) and not arr.skipped
+
+
+def test_corrupt_images_are_skipped_and_counted_then_fail_above_threshold(tmp_path: Path) -> None:
+    make_folder(tmp_path, {"a": 10, "b": 10})
+    (tmp_path / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    ds = discover(tmp_path, 5, 0.0001, 0)
+    arr = load_arrays(ds.train, Preprocess(size=32), None, 0.1, "train")
+    assert len(arr.skipped) == 1 and len(arr.labels) == len(ds.train.paths) - 1
+    with pytest.raises(PipelineError, match="could not be read"):
+        load_arrays(ds.train, Preprocess(size=32), None, 0.01, "train")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "/nonexistent/folder"], "does not exist"),
+        (["--arch", "resnet50"], "unknown arch 'resnet50'"),
+        (["--width", "0"], "width must be a positive number"),
+        (["--width", "-0.5"], "width must be a positive number"),
+        (["--resolution", "100"], "unsupported resolution 100"),
+    ],
+)
+def test_cli_bad_input_is_one_line_error_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = run_pipeline("train", "--out", str(tmp_path / "out"), *args, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cli_help_for_every_stage() -> None:
+    for stage in ("train", "export", "convert", "microcode", "report", "build", "data"):
+        proc = run_pipeline(stage, "--help")
+        assert "--data" in proc.stdout and "--arch" in proc.stdout
