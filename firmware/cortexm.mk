@@ -1,0 +1,116 @@
+# Cortex-M firmware build, run by firmware/firmware.mk as a sub-make:
+#   make -f firmware/cortexm.mk BOARD=... FW_KERNELS=cmsis_nn|reference TFLM_DIR=... \
+#        FW_MODEL_DIR=... FW_BUILD=... FW_TFLM_OBJ=... PY=...
+# TFLM's flags and source list come from TFLM's own Makefile (tools/tflm_sources.py);
+# everything is compiled here with Debian's arm-none-eabi-gcc into $(FW_BUILD) and
+# $(FW_TFLM_OBJ) (shared by every build for the same CPU and kernels).
+FW_DIR ?= firmware
+include $(FW_DIR)/boards/$(BOARD).mk
+
+CROSS ?= arm-none-eabi-
+CC := $(CROSS)gcc
+CXX := $(CROSS)g++
+OBJCOPY := $(CROSS)objcopy
+SIZE := $(CROSS)size
+FW_VECTORS ?= 10
+STACK_SIZE ?= 0x4000
+HEAP_SIZE ?= 0x2000
+Q ?= @
+
+MODEL_TFLM := $(FW_MODEL_DIR)/tflm
+SOURCES_MK := $(FW_BUILD)/tflm_sources.mk
+ELF := $(FW_BUILD)/firmware.elf
+
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+.SUFFIXES:
+
+$(SOURCES_MK): $(MODEL_TFLM)/model_settings.h $(FW_DIR)/tools/tflm_sources.py
+	@mkdir -p $(@D)
+	$(Q)$(PY) $(FW_DIR)/tools/tflm_sources.py --tflm-dir $(TFLM_DIR) \
+	  --target-arch $(BOARD_TARGET_ARCH) --kernels $(FW_KERNELS) \
+	  --model-settings $(MODEL_TFLM)/model_settings.h --out $@ $(if $(FW_ALL_KERNELS),--all-kernels)
+include $(SOURCES_MK)
+
+CPU_FLAGS := $(filter -mcpu=% -mfpu=% -mfloat-abi=% -mthumb,$(TFLM_CXXFLAGS))
+
+TFLM_CORE_OBJS := $(addprefix $(FW_TFLM_OBJ)/,$(TFLM_CORE_SRCS:=.o))
+TFLM_KERNEL_OBJS := $(addprefix $(FW_TFLM_OBJ)/,$(TFLM_KERNEL_SRCS:=.o))
+TFLM_THIRD_OBJS := $(addprefix $(FW_TFLM_OBJ)/,$(TFLM_THIRD_PARTY_SRCS:=.o))
+$(TFLM_CORE_OBJS): OPT := $(TFLM_CORE_OPT)
+$(TFLM_KERNEL_OBJS): OPT := $(TFLM_KERNEL_OPT)
+$(TFLM_THIRD_OBJS): OPT := $(TFLM_THIRD_PARTY_OPT)
+
+$(FW_TFLM_OBJ)/%.cc.o: $(TFLM_ROOT)/%.cc $(SOURCES_MK)
+	@mkdir -p $(@D)
+	@echo "  CXX  tflm/$*.cc"
+	$(Q)$(CXX) $(TFLM_CXXFLAGS) $(OPT) $(TFLM_INCLUDES) -c $< -o $@
+$(FW_TFLM_OBJ)/%.c.o: $(TFLM_ROOT)/%.c $(SOURCES_MK)
+	@mkdir -p $(@D)
+	@echo "  CC   tflm/$*.c"
+	$(Q)$(CC) $(TFLM_CCFLAGS) $(OPT) $(TFLM_INCLUDES) -c $< -o $@
+
+# The application: board-independent app + shared C++, the board layer, the generated
+# model and test vectors.
+APP_INCLUDES := -I$(FW_DIR)/app -I$(FW_DIR)/src -I$(FW_DIR)/boards -I$(FW_DIR)/boards/common \
+  -I$(MODEL_TFLM) $(TFLM_INCLUDES)
+APP_DEFS := $(BOARD_DEFINES) $(FW_DEFINES)
+APP_CXX_SRCS := $(FW_DIR)/app/main.cc $(FW_DIR)/app/main_functions.cc \
+  $(FW_DIR)/src/image_preprocess.cc $(FW_DIR)/src/postprocess.cc \
+  $(FW_DIR)/boards/common/test_vector_image_provider.cc \
+  $(FW_DIR)/boards/common/uart_classification_responder.cc $(BOARD_CXX_SRCS)
+APP_C_SRCS := $(FW_DIR)/boards/common/startup.c $(FW_DIR)/boards/common/semihost.c \
+  $(FW_DIR)/boards/common/board_common.c $(BOARD_SRCS)
+APP_OBJS := $(patsubst $(FW_DIR)/%,$(FW_BUILD)/app/%.o,$(APP_CXX_SRCS) $(APP_C_SRCS))
+GEN_OBJS := $(FW_BUILD)/gen/model_data.o $(FW_BUILD)/gen/test_vectors.o
+
+$(FW_BUILD)/app/%.cc.o: $(FW_DIR)/%.cc $(MODEL_TFLM)/model_settings.h $(SOURCES_MK)
+	@mkdir -p $(@D)
+	@echo "  CXX  $(FW_DIR)/$*.cc"
+	$(Q)$(CXX) $(TFLM_CXXFLAGS) -O2 $(APP_DEFS) $(APP_INCLUDES) -c $< -o $@
+$(FW_BUILD)/app/%.c.o: $(FW_DIR)/%.c $(SOURCES_MK)
+	@mkdir -p $(@D)
+	@echo "  CC   $(FW_DIR)/$*.c"
+	$(Q)$(CC) $(TFLM_CCFLAGS) -O2 $(APP_DEFS) $(APP_INCLUDES) -c $< -o $@
+
+$(FW_BUILD)/gen/test_vectors.cc: $(FW_MODEL_DIR)/test_vectors.npz $(FW_DIR)/tools/gen_test_vectors.py
+	@mkdir -p $(@D)
+	$(Q)$(PY) $(FW_DIR)/tools/gen_test_vectors.py $< $@ --count $(FW_VECTORS)
+$(FW_BUILD)/gen/test_vectors.o: $(FW_BUILD)/gen/test_vectors.cc
+	$(Q)$(CXX) $(TFLM_CXXFLAGS) -O2 $(APP_INCLUDES) -c $< -o $@
+$(FW_BUILD)/gen/model_data.o: $(MODEL_TFLM)/model_data.cc $(SOURCES_MK)
+	@mkdir -p $(@D)
+	$(Q)$(CXX) $(TFLM_CXXFLAGS) -O2 $(APP_INCLUDES) -c $< -o $@
+
+$(FW_BUILD)/board.ld: $(FW_DIR)/boards/common/cortex_m.ld.in $(FW_DIR)/boards/$(BOARD).mk
+	@mkdir -p $(@D)
+	$(Q)$(CC) -E -P -x c $(BOARD_MEMORY) -DSTACK_SIZE=$(STACK_SIZE) -DHEAP_SIZE=$(HEAP_SIZE) $< -o $@
+
+# Link; when the board's flash or RAM is too small say what does not fit, with numbers.
+MODEL_BYTES = $$(sed -n 's/.*g_model_data_len *= *\([0-9]*\).*/\1/p' $(MODEL_TFLM)/model_data.cc)
+ARENA_BYTES = $$(sed -n 's/.*kTensorArenaSize *= *\([0-9]*\).*/\1/p' $(MODEL_TFLM)/model_settings.h)
+$(ELF): $(APP_OBJS) $(GEN_OBJS) $(TFLM_CORE_OBJS) $(TFLM_KERNEL_OBJS) $(TFLM_THIRD_OBJS) $(FW_BUILD)/board.ld
+	@echo "  LD   $@"
+	$(Q)$(CXX) $(CPU_FLAGS) -nostartfiles --specs=nano.specs --specs=nosys.specs \
+	  -T $(FW_BUILD)/board.ld -Wl,--gc-sections -Wl,-Map=$(FW_BUILD)/firmware.map \
+	  -Wl,--no-warn-rwx-segments \
+	  $(APP_OBJS) $(GEN_OBJS) $(TFLM_CORE_OBJS) $(TFLM_KERNEL_OBJS) $(TFLM_THIRD_OBJS) \
+	  -lm -o $@ 2> $(FW_BUILD)/link.log || { cat $(FW_BUILD)/link.log; \
+	  if grep -qE "overflowed|will not fit|RAM overflow" $(FW_BUILD)/link.log; then \
+	    echo "error: the firmware does not fit BOARD=$(BOARD) ($(BOARD_DESC)):"; \
+	    echo "  the model is $(MODEL_BYTES) bytes of flash, the tensor arena (kTensorArenaSize)"; \
+	    echo "  $(ARENA_BYTES) bytes of RAM; the board has $(BOARD_MEMORY)"; \
+	    echo "  Use a smaller model (width, resolution), or a board with more memory."; fi; \
+	  exit 1; }
+	$(Q)cat $(FW_BUILD)/link.log >&2
+
+$(FW_BUILD)/firmware.bin: $(ELF)
+	$(Q)$(OBJCOPY) -O binary $< $@
+$(FW_BUILD)/firmware.hex: $(ELF)
+	$(Q)$(OBJCOPY) -O ihex $< $@
+
+all: $(ELF) $(FW_BUILD)/firmware.bin $(FW_BUILD)/firmware.hex
+	$(Q)$(SIZE) $(ELF) | tee $(FW_BUILD)/size.txt
+	@echo "firmware: $(ELF) (.bin, .hex beside it) for $(BOARD_DESC), $(FW_KERNELS) kernels"
+
+.PHONY: all

@@ -1,0 +1,96 @@
+# Firmware targets, included by the top-level Makefile (which defines PY and OUT).
+#   make firmware BOARD=mps2-an386 [OPTIMIZED_KERNEL_DIR=cmsis_nn|reference] [FW_MODEL_DIR=build]
+#   make run-qemu BOARD=mps2-an386        run it under QEMU (exit status = mismatched outputs)
+#   make flash-cortexm BOARD=nucleo-l4r5zi  flash a real board with pyocd
+#   make tflm                             fetch TFLM at the pinned commit + its third-party code
+#   make firmware-esp32 / flash-esp32 PORT=/dev/ttyUSB0 [ESP_TARGET=esp32s3]
+# See firmware/README.md.
+FW_DIR := firmware
+BOARD ?= mps2-an386
+OPTIMIZED_KERNEL_DIR ?= cmsis_nn
+FW_KERNELS := $(if $(filter cmsis_nn,$(OPTIMIZED_KERNEL_DIR)),cmsis_nn,reference)
+FW_MODEL_DIR ?= $(OUT)
+FW_MODEL_NAME ?= $(if $(filter $(abspath $(OUT)),$(abspath $(FW_MODEL_DIR))),model,$(notdir $(abspath $(FW_MODEL_DIR))))
+FW_BUILD ?= $(OUT)/firmware/$(FW_MODEL_NAME)-$(BOARD)-$(FW_KERNELS)
+FW_BOARDS := $(basename $(notdir $(wildcard $(FW_DIR)/boards/*.mk)))
+FW_JOBS ?= 2
+PYOCD ?= pyocd
+QEMU_ARM ?= qemu-system-arm
+FW_QEMU_TIMEOUT ?= 600
+
+# TFLM: an explicit TFLM_DIR (a tflite-micro checkout with its downloads), else the cache
+# that `make tflm` fills. Pinned commit, tested with these sources:
+TFLM_REPO ?= https://github.com/tensorflow/tflite-micro
+TFLM_PIN ?= 90b983c2b3f1480642e040bbd2ddb37b998f3424
+TFLM_CACHE ?= $(FW_DIR)/third_party
+TFLM_DIR ?= $(TFLM_CACHE)/tflite-micro
+FW_TFLM_OBJ ?= $(OUT)/firmware/tflm/$(FW_KERNELS)-$(shell sed -n 's/^BOARD_TARGET_ARCH *:= *//p' $(FW_DIR)/boards/$(BOARD).mk 2>/dev/null)
+
+.PHONY: firmware run-qemu flash-cortexm tflm firmware-check firmware-esp32 flash-esp32 firmware-clean
+
+firmware-check:
+	@test -f $(FW_DIR)/boards/$(BOARD).mk || { echo "error: unknown BOARD=$(BOARD); boards: $(FW_BOARDS)"; exit 1; }
+	@command -v arm-none-eabi-g++ >/dev/null || { echo "error: arm-none-eabi-g++ not found: sudo apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib"; exit 1; }
+	@test -f $(TFLM_DIR)/tensorflow/lite/micro/micro_interpreter.h || { echo "error: no TFLM in TFLM_DIR=$(TFLM_DIR): run 'make tflm' (needs github.com) or set TFLM_DIR to a tflite-micro checkout with its third-party downloads"; exit 1; }
+	@test -d $(TFLM_DIR)/tensorflow/lite/micro/tools/make/downloads/flatbuffers || { echo "error: $(TFLM_DIR) lacks its third-party downloads (flatbuffers, gemmlowp, ruy, cmsis, cmsis_nn): run 'make tflm'"; exit 1; }
+	@test -f $(FW_MODEL_DIR)/tflm/model_settings.h || { echo "error: no $(FW_MODEL_DIR)/tflm/model_settings.h: build the model first ('make', then 'make microcode'), or FW_MODEL_DIR=<dir> (firmware/tools/tflm_model.py makes one from any int8 .tflite)"; exit 1; }
+	@test -f $(FW_MODEL_DIR)/test_vectors.npz || { echo "error: no $(FW_MODEL_DIR)/test_vectors.npz (written by 'pipeline microcode')"; exit 1; }
+
+firmware: firmware-check
+	$(MAKE) --no-print-directory -j$(FW_JOBS) -f $(FW_DIR)/cortexm.mk FW_DIR=$(FW_DIR) BOARD=$(BOARD) \
+	  FW_KERNELS=$(FW_KERNELS) TFLM_DIR=$(abspath $(TFLM_DIR)) FW_MODEL_DIR=$(FW_MODEL_DIR) \
+	  FW_BUILD=$(FW_BUILD) FW_TFLM_OBJ=$(FW_TFLM_OBJ) PY=$(abspath $(PY))
+
+# Bit-exactness run: QEMU with a deterministic instruction counter; the exit status is
+# the number of outputs that differ from the host tflite-micro runtime.
+run-qemu: firmware
+	@QM=$$(sed -n 's/^BOARD_QEMU_MACHINE *:= *//p' $(FW_DIR)/boards/$(BOARD).mk); \
+	CON=$$(sed -n 's/^BOARD_QEMU_CONSOLE *:= *//p' $(FW_DIR)/boards/$(BOARD).mk); \
+	test -n "$$QM" || { echo "error: BOARD=$(BOARD) is real hardware; use make flash-cortexm"; exit 1; }; \
+	command -v $(QEMU_ARM) >/dev/null || { echo "error: $(QEMU_ARM) not found: sudo apt-get install qemu-system-arm"; exit 1; }; \
+	timeout $(FW_QEMU_TIMEOUT) $(QEMU_ARM) -M $$QM -nographic -monitor none \
+	  $$( [ "$$CON" = uart ] && echo "-serial stdio" || echo "-serial null" ) \
+	  -semihosting-config enable=on,target=native -icount shift=0 -kernel $(FW_BUILD)/firmware.elf
+
+flash-cortexm: firmware
+	@PT=$$(sed -n 's/^BOARD_PYOCD_TARGET *:= *//p' $(FW_DIR)/boards/$(BOARD).mk); \
+	test -n "$$PT" || { echo "error: BOARD=$(BOARD) runs in QEMU (make run-qemu); flash-cortexm is for real boards: $(FW_BOARDS)"; exit 1; }; \
+	command -v $(PYOCD) >/dev/null || { echo "error: pyocd not found: $(PY) -m pip install pyocd && $(PYOCD) pack install $$PT"; exit 1; }; \
+	$(PYOCD) flash -t $$PT $(FW_BUILD)/firmware.hex && \
+	echo "flashed; console: $(PY) -m serial.tools.miniterm <port> 115200 (ST-LINK virtual COM port)"
+
+# Fill the TFLM cache from upstream (needs network): the pinned commit + its downloads.
+tflm:
+	@mkdir -p $(TFLM_CACHE)
+	@if [ ! -d $(TFLM_CACHE)/tflite-micro/.git ]; then \
+	  git clone --filter=blob:none $(TFLM_REPO) $(TFLM_CACHE)/tflite-micro || { echo "error: cannot reach $(TFLM_REPO); set TFLM_DIR to a local checkout"; exit 1; }; fi
+	cd $(TFLM_CACHE)/tflite-micro && git checkout -q $(TFLM_PIN)
+	cd $(TFLM_CACHE)/tflite-micro && PATH=$(abspath $(dir $(PY))):$$PATH $(MAKE) -s \
+	  -f tensorflow/lite/micro/tools/make/Makefile TARGET=cortex_m_generic TARGET_ARCH=cortex-m4+fp \
+	  OPTIMIZED_KERNEL_DIR=cmsis_nn TARGET_TOOLCHAIN_ROOT=/usr/bin/ third_party_downloads
+	@echo "TFLM at $(TFLM_CACHE)/tflite-micro ($(TFLM_PIN)) with its third-party downloads"
+
+# ESP32: an ESP-IDF project (firmware/esp32); idf.py fetches esp-tflite-micro and
+# esp32-camera from the ESP component registry (main/idf_component.yml).
+ESP_TARGET ?= esp32s3
+FW_ESP32_BUILD ?= $(abspath $(OUT))/firmware/esp32-$(ESP_TARGET)
+define FW_NO_IDF
+echo "error: idf.py not found. Install ESP-IDF v5.x and export it:"; \
+echo "  git clone -b v5.4 --recursive https://github.com/espressif/esp-idf.git ~/esp/esp-idf"; \
+echo "  ~/esp/esp-idf/install.sh $(ESP_TARGET) && . ~/esp/esp-idf/export.sh"; \
+echo "then run this target again (see firmware/README.md)."; exit 1
+endef
+firmware-esp32:
+	@command -v idf.py >/dev/null || { $(FW_NO_IDF); }
+	@test -f $(FW_MODEL_DIR)/tflm/model_settings.h || { echo "error: no $(FW_MODEL_DIR)/tflm: build the model first"; exit 1; }
+	cd $(FW_DIR)/esp32 && FW_MODEL_DIR=$(abspath $(FW_MODEL_DIR)) idf.py -B $(FW_ESP32_BUILD) \
+	  -DIDF_TARGET=$(ESP_TARGET) -DFW_MODEL_DIR=$(abspath $(FW_MODEL_DIR)) build
+
+flash-esp32:
+	@command -v idf.py >/dev/null || { $(FW_NO_IDF); }
+	@test -n "$(PORT)" || { echo "error: give the serial port: make flash-esp32 PORT=/dev/ttyUSB0"; exit 1; }
+	cd $(FW_DIR)/esp32 && FW_MODEL_DIR=$(abspath $(FW_MODEL_DIR)) idf.py -B $(FW_ESP32_BUILD) \
+	  -DIDF_TARGET=$(ESP_TARGET) -DFW_MODEL_DIR=$(abspath $(FW_MODEL_DIR)) -p $(PORT) flash monitor
+
+firmware-clean:
+	rm -rf $(OUT)/firmware

@@ -1,0 +1,158 @@
+"""Ask TFLM's own Makefile for its compiler flags and sources, keep what the model needs.
+
+    python tflm_sources.py --tflm-dir DIR --target-arch cortex-m4+fp --kernels cmsis_nn \
+        --model-settings build/tflm/model_settings.h --out sources.mk
+
+TFLM's Makefile (target cortex_m_generic, Debian's arm-none-eabi-gcc via
+TARGET_TOOLCHAIN_ROOT) is the authority for flags, include paths and the source list with
+the CMSIS-NN substitutions. This script only narrows the kernel list to the ops of the
+model (MODEL_OPS in model_settings.h -> Register_* in micro_mutable_op_resolver.h -> the
+kernel file that defines it, plus its *_common.cc), so a build compiles ~100 files instead
+of ~330. The result is a make fragment with absolute paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+PRINT_VARS = "print-%:\n\t@echo '$*=$($*)'\n"
+VARS = [
+    "CXXFLAGS", "CCFLAGS", "INCLUDES", "CORE_OPTIMIZATION_LEVEL", "KERNEL_OPTIMIZATION_LEVEL",
+    "THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL", "MICROLITE_CC_SRCS", "MICROLITE_CC_KERNEL_SRCS",
+    "THIRD_PARTY_CC_SRCS", "THIRD_PARTY_KERNEL_CC_SRCS",
+]
+# Core files only tests and benchmarks use.
+SKIP_CORE = {
+    "test_helpers.cc", "test_helper_custom_ops.cc", "mock_micro_graph.cc",
+    "fake_micro_context.cc", "recording_micro_allocator.cc",
+    "recording_single_arena_buffer_allocator.cc",
+}
+ALWAYS_KERNELS = {"kernel_util.cc", "micro_tensor_utils.cc"}
+
+
+def tflm_vars(tflm_dir: Path, target_arch: str, kernels: str) -> dict[str, str]:
+    with tempfile.NamedTemporaryFile("w", suffix=".mk", delete=False) as f:
+        f.write(PRINT_VARS)
+        extra = f.name
+    cmd = [
+        "make", "-s", "-f", "tensorflow/lite/micro/tools/make/Makefile", "-f", extra,
+        "TARGET=cortex_m_generic", f"TARGET_ARCH={target_arch}",
+        "TARGET_TOOLCHAIN_ROOT=" + os.environ.get("ARM_TOOLCHAIN_ROOT", "/usr/bin/"),
+        "GENDIR=" + tempfile.gettempdir() + "/tflm-gendir-unused/",
+    ]
+    if kernels == "cmsis_nn":
+        cmd.append("OPTIMIZED_KERNEL_DIR=cmsis_nn")
+    cmd += [f"print-{v}" for v in VARS]
+    # TFLM's Makefile runs python3 (with Pillow) at parse time for its examples: use ours.
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    try:
+        r = subprocess.run(cmd, cwd=tflm_dir, capture_output=True, text=True, env=env)
+    finally:
+        os.unlink(extra)
+    if r.returncode != 0:
+        sys.exit(f"error: TFLM's Makefile failed in {tflm_dir}:\n{r.stderr[-2000:]}\n"
+                 "(its third-party downloads must already be there: see `make tflm`)")
+    out = {}
+    for line in r.stdout.splitlines():
+        k, sep, v = line.partition("=")
+        if sep and k in VARS:
+            out[k] = v.strip()
+    return out
+
+
+def model_ops(settings: Path) -> list[str]:
+    text = settings.read_text()
+    m = re.search(r"#define\s+MODEL_OPS\(X\)((?:.*\\\n)*.*)", text)
+    if not m:
+        sys.exit(f"error: {settings} has no MODEL_OPS(X) macro")
+    return re.findall(r"X\((\w+)\)", m.group(1))
+
+
+def registrations(tflm_dir: Path, methods: list[str]) -> dict[str, str]:
+    hdr = (tflm_dir / "tensorflow/lite/micro/micro_mutable_op_resolver.h").read_text()
+    out = {}
+    for meth in methods:
+        m = re.search(rf"TfLiteStatus\s+{meth}\s*\((?:[^)]|\)\s*[^{{])*?Register_(\w+)\(", hdr)
+        if not m:
+            sys.exit(f"error: MicroMutableOpResolver has no {meth}() in this TFLM checkout")
+        out[meth] = "Register_" + m.group(1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tflm-dir", type=Path, required=True)
+    ap.add_argument("--target-arch", required=True)
+    ap.add_argument("--kernels", choices=["cmsis_nn", "reference"], required=True)
+    ap.add_argument("--model-settings", type=Path, required=True)
+    ap.add_argument("--all-kernels", action="store_true", help="keep every kernel")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    tflm = a.tflm_dir.resolve()
+    v = tflm_vars(tflm, a.target_arch, a.kernels)
+
+    core = [s for s in v["MICROLITE_CC_SRCS"].split()
+            if Path(s).name not in SKIP_CORE and not s.startswith("signal/")]
+    all_kernels = [s for s in v["MICROLITE_CC_KERNEL_SRCS"].split() if not s.startswith("signal/")]
+    if a.all_kernels:
+        kernels = all_kernels
+    else:
+        methods = model_ops(a.model_settings)
+        regs = registrations(tflm, methods)
+        by_name = {Path(s).name: s for s in all_kernels}
+        keep = {by_name[n] for n in ALWAYS_KERNELS if n in by_name}
+        for meth, reg in regs.items():
+            pat = re.compile(rf"\bTFLMRegistration\s*\*?\s*{reg}\s*\(\s*\)\s*{{")
+            hits = [s for s in all_kernels if pat.search((tflm / s).read_text(errors="ignore"))]
+            if not hits:
+                sys.exit(f"error: no kernel source defines {reg} (for {meth})")
+            for s in hits:
+                keep.add(s)
+                stem = Path(s).stem
+                common = by_name.get(f"{stem}_common.cc")
+                if common:
+                    keep.add(common)
+        kernels = [s for s in all_kernels if s in keep]
+    third = (v["THIRD_PARTY_CC_SRCS"] + " " + v["THIRD_PARTY_KERNEL_CC_SRCS"]).split()
+    third = [s for s in third if "kissfft" not in s]
+
+    incs = []
+    for tok in v["INCLUDES"].split():
+        if tok.startswith("-I") and "tflm-gendir-unused" not in tok:
+            p = tok[2:].replace('"', "")
+            incs.append("-I" + str((tflm / p).resolve()) if not os.path.isabs(p) else tok)
+
+    def drop_md(flags: str) -> str:
+        return " ".join(f for f in flags.split() if f not in ("-MD",))
+
+    lines = [
+        f"# Generated by firmware/tools/tflm_sources.py for {a.target_arch} {a.kernels}",
+        f"TFLM_ROOT := {tflm}",
+        f"TFLM_CXXFLAGS := {drop_md(v['CXXFLAGS'])}",
+        f"TFLM_CCFLAGS := {drop_md(v['CCFLAGS'])}",
+        f"TFLM_INCLUDES := {' '.join(dict.fromkeys(incs))}",
+        f"TFLM_CORE_OPT := {v['CORE_OPTIMIZATION_LEVEL']}",
+        f"TFLM_KERNEL_OPT := {v['KERNEL_OPTIMIZATION_LEVEL']}",
+        f"TFLM_THIRD_PARTY_OPT := {v['THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL']}",
+        "TFLM_CORE_SRCS := " + " ".join(core),
+        "TFLM_KERNEL_SRCS := " + " ".join(kernels),
+        "TFLM_THIRD_PARTY_SRCS := " + " ".join(third),
+    ]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = a.out.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, a.out)
+    print(f"tflm: {len(core)} core, {len(kernels)} kernel, {len(third)} third-party sources "
+          f"({a.target_arch}, {a.kernels})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
