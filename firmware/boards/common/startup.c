@@ -5,7 +5,12 @@
 
 #include "board.h"
 #if defined(FW_SEMIHOST_ARGV)
+// Host tools built for a board (tests): newlib's semihosting syscalls (librdimon) give
+// them stdio and files on the host; argv comes from SYS_GET_CMDLINE.
+#include <stdio.h>
+
 #include "semihost.h"
+extern void initialise_monitor_handles(void);
 #endif
 
 extern uint32_t __data_load__, __data_start__, __data_end__;
@@ -80,6 +85,7 @@ void Reset_Handler(void) {
   int argc = 0;
   char* argv[24];
 #if defined(FW_SEMIHOST_ARGV)
+  initialise_monitor_handles();
   static char cmdline[1024];
   int n = SemihostCmdline(cmdline, sizeof(cmdline) - 1);
   if (n > 0) {
@@ -94,7 +100,12 @@ void Reset_Handler(void) {
   }
 #endif
   argv[argc] = 0;
-  BoardExit(main(argc, argv));
+  const int status = main(argc, argv);
+#if defined(FW_SEMIHOST_ARGV)
+  fflush(stdout);
+  fflush(stderr);
+#endif
+  BoardExit(status);
 }
 
 // newlib expects these when nothing else provides them (-nostartfiles).
