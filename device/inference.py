@@ -77,11 +77,21 @@ class Classifier:
         self._in_index, self._out_index = self._in["index"], self._out["index"]
 
     def _ends_in_softmax(self) -> bool:
+        """Is the output a SOFTMAX's, possibly through (de)quantise / reshape ops?"""
         try:
             ops = self.interpreter._get_ops_details()  # noqa: SLF001 - the only way to see the graph
         except AttributeError:
             return False
-        return any(op["op_name"] == "SOFTMAX" and self._out["index"] in op["outputs"] for op in ops)
+        # XNNPACK's DELEGATE node also lists the tensors it computes: look at the model's own ops.
+        producer = {int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+        tensor = int(self._out["index"])
+        while (op := producer.get(tensor)) is not None:
+            if op["op_name"] == "SOFTMAX":
+                return True
+            if op["op_name"] not in ("QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE") or len(op["inputs"]) == 0:
+                return False
+            tensor = int(op["inputs"][0])
+        return False
 
     def _input_table(self) -> np.ndarray | None:
         scale, zero = self._in["quantization"]
