@@ -199,6 +199,28 @@ def test_first_then_second_deploy_both_serve(pi: Pi, copy: str) -> None:
     assert logs.returncode == 0 and "fake runner up" in logs.stdout
 
 
+def python39() -> str | None:
+    """A Python 3.9 interpreter on this machine, if any: the oldest the Pi side supports (Bullseye)."""
+    candidates = [shutil.which("python3.9"), *map(str, Path.home().glob(".pyenv/versions/3.9*/bin/python3.9"))]
+    for c in candidates:
+        if c and subprocess.run([c, "-c", "import sys, venv; assert sys.version_info[:2] == (3, 9)"],
+                                capture_output=True).returncode == 0:
+            return c
+    return None
+
+
+def test_pi_with_python_3_9(pi: Pi) -> None:
+    py = python39()
+    if py is None:
+        pytest.skip("no Python 3.9 interpreter on this machine to stand in for a Bullseye Pi")
+    ok(pi.deploy(PI_PYTHON=py))
+    assert pi.serving()
+    cfg = (pi.dir / "venv" / "pyvenv.cfg").read_text()
+    assert "version = 3.9" in cfg or "version_info = 3.9" in cfg, cfg
+    r = pi.deploy("status", PI_PYTHON=py)
+    assert r.returncode == 0, r.stderr
+
+
 def test_make_targets_reach_the_pi(pi: Pi) -> None:
     make = shutil.which("make")
     if make is None:
@@ -251,12 +273,12 @@ def test_rollback_and_pruning(pi: Pi) -> None:
 
 
 @pytest.mark.parametrize("copy", ["rsync", "tar"])
-def test_deploy_killed_mid_copy_leaves_the_running_release(pi: Pi, copy: str) -> None:
+def test_deploy_killed_mid_copy_leaves_the_running_release(pi: Pi, copy: str, tmp_path: Path) -> None:
     running = ok(pi.deploy(PI_COPY=copy))["release"]
     frames_before = pi.health()["frames"]
     big = Path(pi.env["PI_DEVICE_DIR"]) / "assets.bin"
     big.write_bytes(os.urandom(3 << 20))  # ~15 s at 200 KiB/s
-    proc = pi.popen(PI_COPY=copy, PI_BWLIMIT="200")
+    proc = pi.popen(PI_COPY=copy, PI_BWLIMIT="200", TMPDIR=str(tmp_path))  # SIGKILL leaves its staging dir
     deadline = time.monotonic() + 60
     incoming: list[Path] = []
     while time.monotonic() < deadline:  # wait until bytes of the new release are landing on the Pi
@@ -330,10 +352,13 @@ def test_unit_passes_systemd_analyze_verify(pi: Pi, tmp_path: Path) -> None:
 def real_pi(sshd: LoopbackSSHD, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pi]:
     if not (REPO / "device" / "__main__.py").exists() or not (REPO / "device" / "requirements.txt").exists():
         pytest.skip("device/ runner with device/requirements.txt is not in this checkout yet")
-    try:
-        build = Path(request.getfixturevalue("tiny_build"))
-    except pytest.FixtureLookupError:
-        pytest.skip("no tiny_build fixture in tests/conftest.py yet")
+    if os.environ.get("DEPLOY_TEST_BUILD"):  # a finished build, to rerun this test without the pipeline
+        build = Path(os.environ["DEPLOY_TEST_BUILD"])
+    else:
+        try:
+            build = Path(request.getfixturevalue("tiny_build"))
+        except pytest.FixtureLookupError:
+            pytest.skip("no tiny_build fixture in tests/conftest.py yet")
     images = sorted(build.rglob("test/*/*.png"))
     if not images:
         pytest.skip(f"no held-out images (test/<class>/*.png) under {build}")
@@ -346,7 +371,7 @@ def real_pi(sshd: LoopbackSSHD, tmp_path: Path, request: pytest.FixtureRequest) 
     for i, img in enumerate(images[:32]):
         shutil.copy(img, frames / f"{i:03d}_{img.parent.name}.png")
     pidir = tmp_path / "pi"
-    seed_venv(sshd, str(pidir))  # this machine is the "Pi": its venv sees the checkout's packages
+    seed_venv(sshd, str(pidir), REPO / "device" / "requirements.txt")  # the "Pi" venv sees the checkout's packages
     target = Pi(sshd, pidir, {
         **sshd.env(), "PI_DIR": str(pidir), "PI_SERVICE_MANAGER": "nohup", "PI_SERVICE": f"edge-demo-real-{tmp_path.name}",
         "PI_WEB_PORT": str(free_port()), "PI_SOURCE": f"folder:{frames}", "PI_HEALTH_TIMEOUT": "120",

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,7 +27,10 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-REMOTE_SRC = (Path(__file__).with_name("remote.py")).read_bytes()
+REMOTE_SRC = zlib.compress(Path(__file__).with_name("remote.py").read_bytes(), 9)
+# The Pi runs remote.py from stdin, compressed (it travels with every step): ~9 KB instead of ~30.
+BOOTSTRAP = ("import sys, zlib; src = zlib.decompress(sys.stdin.buffer.read()); "
+             "exec(compile(src, 'pi-remote.py', 'exec'), {'__name__': '__main__'})")
 MIN_PYTHON = (3, 9)
 EXIT_CONFIG = 2  # unreachable, refused, missing build, ...: nothing on the Pi changed
 
@@ -117,8 +121,8 @@ class SSH:
 
     def remote(self, cmd: str, args: list[str], capture: bool = True,
                live: bool = False) -> subprocess.CompletedProcess[bytes]:
-        """Run remote.py COMMAND ARGS on the Pi's python3 (the script travels on stdin)."""
-        line = " ".join(shlex.quote(a) for a in [self.python, "-", cmd, *args])
+        """Run remote.py COMMAND ARGS on the Pi's python3 (the script travels on stdin, compressed)."""
+        line = shlex.join([self.python, "-c", BOOTSTRAP, cmd, *args])
         return self.run(line, stdin=REMOTE_SRC, capture=capture, live=live)
 
     def remote_json(self, cmd: str, args: list[str]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import hashlib
 import json
 import os
 import shutil
@@ -173,14 +174,20 @@ class CountingRelay:
         self.sock.close()
 
 
-def seed_venv(sshd: LoopbackSSHD, pidir: str, python: str = "python3") -> None:
-    """Make PI_DIR/venv as deploy would, with this checkout's site-packages visible through a .pth:
-    the loopback "Pi" then satisfies device/requirements.txt without a download."""
+def seed_venv(sshd: LoopbackSSHD, pidir: str, requirements: Path | None = None, python: str = "python3") -> None:
+    """Make PI_DIR/venv as deploy would (`--system-site-packages`), with this checkout's
+    site-packages visible through a .pth file. This machine stands in for the Pi and cannot
+    download the Pi's wheels, so when `requirements` is given the venv is also stamped as
+    installed from it (the checkout's packages provide the same modules, e.g. opencv-python
+    for opencv-python-headless) and deploy reuses it instead of running pip."""
     site = subprocess.run([sys.executable, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           text=True, stdout=subprocess.PIPE, check=True).stdout.strip()
     sshd.ssh(f"{python} -m venv --system-site-packages {pidir}/venv && "
              f"{pidir}/venv/bin/python -c \"import sysconfig, pathlib; "
              f"pathlib.Path(sysconfig.get_paths()['purelib'], 'host-checkout.pth').write_text('{site}\\n')\"")
+    if requirements is not None:
+        digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+        Path(pidir, "venv", ".requirements.sha256").write_text(digest + "\n")
 
 
 def deploy(env: dict[str, str], *args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -204,7 +211,7 @@ def measure(out: Path, runs: int) -> dict[str, object]:
             frames.mkdir()
             for i, img in enumerate(images[:64]):
                 shutil.copy(img, frames / f"{i:03d}_{img.parent.name}.png")
-            seed_venv(sshd, pidir)
+            seed_venv(sshd, pidir, Path(__file__).resolve().parents[1] / "requirements.txt")
             env = {**sshd.env(relay.port), "PI_DIR": pidir, "PI_SERVICE_MANAGER": "nohup",
                    "PI_SOURCE": f"folder:{frames}", "PI_WEB_PORT": str(free_port()), "PI_PIP_ARGS": "--no-index",
                    "PI_SERVICE": f"edge-demo-measure-{os.getpid()}", "OUT": str(out)}

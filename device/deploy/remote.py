@@ -524,13 +524,14 @@ def wait_healthy(mgr: Manager, port: int, timeout: float) -> tuple[bool, str]:
     """Poll /health until state == running and frames > 0; give up early on a crash loop."""
     deadline = time.time() + timeout
     last: dict[str, object] | None = None
+    base = mgr.restarts()  # systemd's NRestarts may carry over from before the restart
     while time.time() < deadline:
         h = get_health(port)
         if h is not None:
             last = h
         if healthy(h):
             return True, json.dumps(h)
-        n = mgr.restarts()
+        n = mgr.restarts() - base
         if n >= 3:
             return False, f"the runner exited {n} times (restart on failure)"
         st = mgr.state()
