@@ -54,7 +54,8 @@ def count_macs(model: nn.Module, resolution: int, in_channels: int = 3) -> int:
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, in_channels, resolution, resolution))
+            device = next(model.parameters()).device
+            model(torch.zeros(1, in_channels, resolution, resolution, device=device))
     finally:
         for h in handles:
             h.remove()
