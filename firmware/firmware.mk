@@ -80,17 +80,19 @@ echo "  git clone -b v5.4 --recursive https://github.com/espressif/esp-idf.git ~
 echo "  ~/esp/esp-idf/install.sh $(ESP_TARGET) && . ~/esp/esp-idf/export.sh"; \
 echo "then run this target again (see firmware/README.md)."; exit 1
 endef
+# ESP32-C3 has no camera: it runs the pipeline's test vectors (generated here with our python).
+FW_ESP32_VECTORS = $(if $(filter esp32c3,$(ESP_TARGET))$(FW_ESP32_TEST_VECTORS),-DFW_TEST_VECTORS=$(FW_ESP32_BUILD)/test_vectors.cc)
+FW_IDF = cd $(FW_DIR)/esp32 && idf.py -B $(FW_ESP32_BUILD) -DIDF_TARGET=$(ESP_TARGET) \
+  -DSDKCONFIG=$(FW_ESP32_BUILD)/sdkconfig -DFW_MODEL_DIR=$(abspath $(FW_MODEL_DIR)) $(FW_ESP32_VECTORS)
 firmware-esp32:
 	@command -v idf.py >/dev/null || { $(FW_NO_IDF); }
 	@test -f $(FW_MODEL_DIR)/tflm/model_settings.h || { echo "error: no $(FW_MODEL_DIR)/tflm: build the model first"; exit 1; }
-	cd $(FW_DIR)/esp32 && FW_MODEL_DIR=$(abspath $(FW_MODEL_DIR)) idf.py -B $(FW_ESP32_BUILD) \
-	  -DIDF_TARGET=$(ESP_TARGET) -DFW_MODEL_DIR=$(abspath $(FW_MODEL_DIR)) build
+	$(if $(FW_ESP32_VECTORS),$(PY) $(FW_DIR)/tools/gen_test_vectors.py $(FW_MODEL_DIR)/test_vectors.npz $(FW_ESP32_BUILD)/test_vectors.cc --count 10)
+	$(FW_IDF) build
 
-flash-esp32:
-	@command -v idf.py >/dev/null || { $(FW_NO_IDF); }
+flash-esp32: firmware-esp32
 	@test -n "$(PORT)" || { echo "error: give the serial port: make flash-esp32 PORT=/dev/ttyUSB0"; exit 1; }
-	cd $(FW_DIR)/esp32 && FW_MODEL_DIR=$(abspath $(FW_MODEL_DIR)) idf.py -B $(FW_ESP32_BUILD) \
-	  -DIDF_TARGET=$(ESP_TARGET) -DFW_MODEL_DIR=$(abspath $(FW_MODEL_DIR)) -p $(PORT) flash monitor
+	$(FW_IDF) -p $(PORT) flash monitor
 
 firmware-clean:
 	rm -rf $(OUT)/firmware

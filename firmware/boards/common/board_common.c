@@ -26,6 +26,10 @@ void BoardCounterStart(void) {
   SYST_RVR = 0x00FFFFFF;
   SYST_CVR = 0;
   SYST_CSR = 7;  // processor clock, interrupt, enable
+  // Writing CVR cleared it; the first tick reloads RVR without counting a wrap.
+  while (SYST_CVR == 0) {
+  }
+  g_systick_wraps = 0;
 }
 
 uint64_t BoardCounter(void) {
@@ -117,4 +121,13 @@ void BoardPrintf(const char* fmt, ...) {
   }
   va_end(ap);
   BoardWrite(buf, (size_t)(p - buf));
+}
+
+// A loop of exactly 2 * n instructions (SUBS + BNE per iteration), measured with the
+// counter: under QEMU it must read 2 * n instructions (give or take the counter's
+// resolution and the two counter reads), which checks BOARD_TICK_NUM / BOARD_TICK_DEN.
+uint64_t BoardCounterCheck(uint32_t n) {
+  const uint64_t t0 = BoardCounter();
+  __asm__ volatile("1: subs %0, %0, #1\n bne 1b" : "+r"(n) : : "cc");
+  return BoardCounter() - t0;
 }

@@ -1,0 +1,159 @@
+"""The Cortex-M firmware under QEMU: built from the pipeline's outputs with TFLM, run on the
+held-out int8 test vectors, bit-exact against the tflite-micro host runtime.
+
+Needs arm-none-eabi-gcc, qemu-system-arm and TFLM sources (TFLM_DIR, or the cache that
+`make tflm` fills in firmware/third_party/); without them these tests skip and say which
+is missing. TFLM objects are compiled once into build/firmware/tflm/ and reused.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TFLM_DIR = Path(os.environ.get("TFLM_DIR", ROOT / "firmware/third_party/tflite-micro"))
+OBJ_CACHE = ROOT / "build/firmware/tflm"
+
+
+def _missing() -> str | None:
+    for tool, pkg in [("arm-none-eabi-g++", "gcc-arm-none-eabi libnewlib-arm-none-eabi "
+                       "libstdc++-arm-none-eabi-newlib"), ("qemu-system-arm", "qemu-system-arm")]:
+        if shutil.which(tool) is None:
+            return f"{tool} not found (apt-get install {pkg})"
+    if not (TFLM_DIR / "tensorflow/lite/micro/micro_interpreter.h").is_file():
+        return f"no TFLM at {TFLM_DIR}: run `make tflm` or set TFLM_DIR to a tflite-micro checkout"
+    if not (TFLM_DIR / "tensorflow/lite/micro/tools/make/downloads/flatbuffers").is_dir():
+        return f"{TFLM_DIR} lacks its third-party downloads: run `make tflm`"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+
+
+def make(*args: str, check: bool = True, timeout: int = 3600) -> subprocess.CompletedProcess:
+    cmd = ["make", "--no-print-directory", *args, f"TFLM_DIR={TFLM_DIR}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def build_and_run(model_dir: Path, out: Path, board: str, kernels: str, vectors: int = 10,
+                  arch: str = "cortex-m4+fp") -> tuple[subprocess.CompletedProcess, dict]:
+    common = [f"BOARD={board}", f"OPTIMIZED_KERNEL_DIR={kernels}", f"OUT={out}",
+              f"FW_MODEL_DIR={model_dir}", f"FW_TFLM_OBJ={OBJ_CACHE}/{kernels}-{arch}",
+              f"FW_VECTORS={vectors}"]
+    make("firmware", *common)
+    proc = make("run-qemu", *common, check=False)
+    return proc, parse(proc.stdout)
+
+
+def parse(text: str) -> dict:
+    lines = [ln.strip() for ln in text.replace("\r", "").splitlines()]
+    images = []
+    for ln in lines:
+        m = re.match(r"image (\d+) label (-?\d+) predicted (\d+) \S+ scores (\S+) expected (\S+) "
+                     r"(match|MISMATCH) (instructions|cycles) (\d+)$", ln)
+        if m:
+            images.append({"scores": [int(v) for v in m[4].split(",")],
+                           "expected": [int(v) for v in m[5].split(",")],
+                           "match": m[6] == "match", "count": int(m[8]), "label": int(m[2]),
+                           "predicted": int(m[3])})
+
+    def num(pattern: str) -> int | None:
+        for ln in lines:
+            m = re.match(pattern, ln)
+            if m:
+                return int(m[1])
+        return None
+
+    return {
+        "images": images,
+        "mismatched": num(r"mismatched_outputs (\d+)$"),
+        "arena_used": num(r"arena_used_bytes (\d+) of"),
+        "check": num(r"counter_check loop of 2000000 instructions: (\d+)"),
+        "mean": num(r"instructions_per_inference mean (\d+)"),
+    }
+
+
+def size_of(out: Path, name: str) -> dict:
+    text = (out / "firmware" / name / "size.txt").read_text().splitlines()[1].split()
+    return {"text": int(text[0]), "data": int(text[1]), "bss": int(text[2])}
+
+
+def assert_bit_exact(proc: subprocess.CompletedProcess, res: dict, model_dir: Path, n: int) -> None:
+    vec = np.load(model_dir / "test_vectors.npz")
+    n = min(n, len(vec["inputs"]))
+    assert proc.returncode == 0, f"QEMU exit status {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"
+    assert res["mismatched"] == 0
+    assert len(res["images"]) == n
+    for i, img in enumerate(res["images"]):
+        # The firmware compared against the table it was built with; check that table too.
+        assert img["expected"] == vec["tflm_outputs"][i].reshape(-1).tolist()
+        assert img["scores"] == img["expected"] and img["match"]
+        assert img["predicted"] == int(np.argmax(img["scores"]))
+        assert img["count"] > 100_000
+    # The instruction counter is exact to its 40-instruction tick (plus the counter reads).
+    assert res["check"] is not None and abs(res["check"] - 2_000_000) <= 200
+
+
+def settings_value(model_dir: Path, name: str) -> int:
+    m = re.search(rf"{name}\s*=\s*(\d+)", (model_dir / "tflm/model_settings.h").read_text())
+    assert m, name
+    return int(m[1])
+
+
+@pytest.mark.parametrize("kernels", ["cmsis_nn", "reference"])
+def test_an386_bit_exact_on_test_vectors(tiny_build: Path, tmp_path: Path, kernels: str) -> None:
+    proc, res = build_and_run(tiny_build, tmp_path, "mps2-an386", kernels)
+    assert_bit_exact(proc, res, tiny_build, 10)
+    assert 0 < res["arena_used"] <= settings_value(tiny_build, "kTensorArenaSize")
+    s = size_of(tmp_path, f"{tiny_build.name}-mps2-an386-{kernels}")
+    model_len = int(re.search(r"g_model_data_len = (\d+)",
+                              (tiny_build / "tflm/model_data.cc").read_text())[1])
+    assert s["text"] + s["data"] > model_len
+    assert s["bss"] >= settings_value(tiny_build, "kTensorArenaSize")
+    for f in ("firmware.elf", "firmware.bin", "firmware.hex"):
+        assert (tmp_path / "firmware" / f"{tiny_build.name}-mps2-an386-{kernels}" / f).stat().st_size > 0
+
+
+def test_an500_cortex_m7_bit_exact(tiny_build: Path, tmp_path: Path) -> None:
+    proc, res = build_and_run(tiny_build, tmp_path, "mps2-an500", "cmsis_nn", vectors=4,
+                              arch="cortex-m7+fp")
+    assert_bit_exact(proc, res, tiny_build, 4)
+
+
+def test_board_memory_is_checked_at_link_time(tiny_build: Path, tmp_path: Path) -> None:
+    """An arena larger than the board's RAM fails the link with a message that says so."""
+    big = tmp_path / "big"
+    shutil.copytree(tiny_build / "tflm", big / "tflm")
+    shutil.copy(tiny_build / "test_vectors.npz", big / "test_vectors.npz")
+    h = big / "tflm/model_settings.h"
+    h.write_text(re.sub(r"kTensorArenaSize = \d+", "kTensorArenaSize = 6000000", h.read_text()))
+    proc = make("firmware", "BOARD=mps2-an386", f"OUT={tmp_path}", f"FW_MODEL_DIR={big}",
+                f"FW_TFLM_OBJ={OBJ_CACHE}/cmsis_nn-cortex-m4+fp", check=False)
+    assert proc.returncode != 0
+    text = proc.stdout + proc.stderr
+    assert "does not fit BOARD=mps2-an386" in text and "6000000" in text, text[-2000:]
+
+
+def test_person_detect_runs_bit_exact(tmp_path: Path) -> None:
+    """TFLM's own person_detect model through the same firmware (tools/tflm_model.py)."""
+    model = TFLM_DIR / "tensorflow/lite/micro/models/person_detect.tflite"
+    if not model.is_file():
+        pytest.skip(f"{model} not in this TFLM checkout")
+    md = tmp_path / "person_detect"
+    subprocess.run([str(ROOT / ".venv/bin/python"), "firmware/tools/tflm_model.py", str(model),
+                    str(md), "--vectors", "2", "--labels", "no_person,person", "--arena", "140000"],
+                   cwd=ROOT, check=True, capture_output=True)
+    proc, res = build_and_run(md, tmp_path, "mps2-an386", "cmsis_nn", vectors=2)
+    assert_bit_exact(proc, res, md, 2)
+    # TFLM's person_detect needs ~82 KB of arena on a 32-bit target.
+    assert 70_000 < res["arena_used"] < 95_000
