@@ -49,6 +49,12 @@ PUBLISHED = [
     ("mobilenet_v2", 0.35, 1.66e6, 59e6),
     ("mobilenet_v3_large", 1.0, 5.4e6, 219e6),
     ("mobilenet_v3_small", 1.0, 2.5e6, 56e6),
+    # Other published widths: V1 paper table 6, TF-slim's V2 table, V3 paper table 3.
+    ("mobilenet_v1", 0.5, 1.32e6, 149e6),
+    ("mobilenet_v2", 0.5, 1.95e6, 97e6),
+    ("mobilenet_v2", 0.75, 2.61e6, 209e6),
+    ("mobilenet_v3_large", 0.75, 4.0e6, 155e6),
+    ("mobilenet_v3_small", 0.75, 2.0e6, 44e6),
 ]
 
 
