@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import overlay
 from .capture import End, FrameFeeder, Item
 from .errors import DeviceError
 from .inference import Classifier, top_k
@@ -158,9 +159,7 @@ def run_loop(
                 if opts.view is not None:
                     opts.view.publish(item.frame.rgb, label, detail)
                 if preview is not None:
-                    from .overlay import render
-
-                    if not preview.show(render(item.frame.rgb, label, detail)):
+                    if not preview.show(overlay.render(item.frame.rgb, label, detail)):
                         stop.set()
             if opts.printer is not None:
                 opts.printer.write(result)

@@ -67,7 +67,8 @@ class FolderSource:
         self.root, self.loop = root, loop
         self.name = f"folder:{root}"
         if root.is_file():
-            self.files, self.root = [root], root.parent
+            self.files = [root] if root.suffix.lower() in IMAGE_EXTS else []
+            self.root = root.parent
         else:
             self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
         if not self.files:
