@@ -504,9 +504,12 @@ def ensure_venv(pidir: str, req: str, pip_args: str) -> str:
 # ----------------------------------------------------------------------------- health
 
 
-def get_health(port: int) -> dict[str, object] | None:
+def get_health(port: int, host: str = "0.0.0.0") -> dict[str, object] | None:
+    addr = "127.0.0.1" if host in ("", "0.0.0.0") else "[::1]" if host == "::" else host
+    if ":" in addr and not addr.startswith("["):
+        addr = f"[{addr}]"
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+        with urllib.request.urlopen(f"http://{addr}:{port}/health", timeout=2) as r:
             if r.status != 200:
                 return None
             data = json.loads(r.read().decode("utf-8"))
@@ -520,13 +523,13 @@ def healthy(h: dict[str, object] | None) -> bool:
     return bool(h) and h.get("state") == "running" and isinstance(frames, (int, float)) and frames > 0  # type: ignore[union-attr]  # noqa: UP038 (runs on 3.9)
 
 
-def wait_healthy(mgr: Manager, port: int, timeout: float) -> tuple[bool, str]:
+def wait_healthy(mgr: Manager, port: int, timeout: float, host: str = "0.0.0.0") -> tuple[bool, str]:
     """Poll /health until state == running and frames > 0; give up early on a crash loop."""
     deadline = time.time() + timeout
     last: dict[str, object] | None = None
     base = mgr.restarts()  # systemd's NRestarts may carry over from before the restart
     while time.time() < deadline:
-        h = get_health(port)
+        h = get_health(port, host)
         if h is not None:
             last = h
         if healthy(h):
@@ -555,7 +558,7 @@ def start_release(args: argparse.Namespace, pidir: str, mgr: Manager, name: str)
     mgr.stop()
     mark_ = mgr.log_mark()  # the log lines from here on are this release's
     mgr.restart()
-    ok, why = wait_healthy(mgr, args.web_port, args.health_timeout)
+    ok, why = wait_healthy(mgr, args.web_port, args.health_timeout, args.web_host)
     return ok, why, mark_
 
 
@@ -703,7 +706,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"service:  {args.service} ({mgr.name}) {mgr.state()}, {mgr.restarts()} restarts")
     except DeployError as e:
         print(f"service:  {e}")
-    h = get_health(args.web_port)
+    h = get_health(args.web_port, args.web_host)
     print("health:   {}{}".format("healthy " if healthy(h) else "NOT healthy ", json.dumps(h) if h else f"(no answer on :{args.web_port})"))
     return 0 if healthy(h) else 1
 
