@@ -1,6 +1,6 @@
 """Preprocessing parity: the runner's top-1 equals the pipeline's int8 TFLite evaluation.
 
-The reference is computed here the pipeline's way: `pipeline.preprocess.load_rgb`, the
+Top-1 and every class's score are compared. The reference is computed here the pipeline's way: `pipeline.preprocess.load_rgb`, the
 metadata's `Preprocess`, the metadata's `input_lut`, then the build's int8 `.tflite` in
 ai-edge-litert's interpreter (default kernels, one thread, as the runner is run here). The
 runner is run as its users run it: `python -m device run --json` on a folder, on a video.
@@ -28,7 +28,8 @@ def build(request: pytest.FixtureRequest) -> Path:
     return device_build(request)
 
 
-def reference_top1(build: Path, images: list[np.ndarray]) -> list[str]:
+def reference(build: Path, images: list[np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    """(top-1 label, softmax of the dequantised int8 logits) per image, the pipeline's way."""
     from ai_edge_litert.interpreter import Interpreter
 
     meta = json.loads((build / "metadata.json").read_text())
@@ -37,31 +38,43 @@ def reference_top1(build: Path, images: list[np.ndarray]) -> list[str]:
     interp = Interpreter(model_path=str(build / meta["model_file"]), num_threads=1)
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    top1 = []
+    scale, zero = out["quantization"]
+    results = []
     for rgb in images:
         interp.set_tensor(inp["index"], lut[spec(rgb)][None])
         interp.invoke()
-        top1.append(meta["labels"][int(np.argmax(interp.get_tensor(out["index"])[0]))])
-    return top1
+        q = interp.get_tensor(out["index"])[0]
+        logits = (q.astype(np.float64) - zero) * scale
+        probs = np.exp(logits - logits.max())
+        results.append((meta["labels"][int(np.argmax(q))], probs / probs.sum()))
+    return results
 
 
-def runner_top1(*args: str) -> list[dict]:
-    r = run_device("run", *args, "--json", "--threads", "1", "--top-k", "1", "--stats-every", "0")
+def runner_rows(build: Path, *args: str) -> list[dict]:
+    n_labels = len(json.loads((build / "metadata.json").read_text())["labels"])
+    r = run_device("run", "--model", str(build), *args, "--json", "--threads", "1", "--top-k", str(n_labels),
+                   "--stats-every", "0")
     assert r.returncode == 0, r.stderr
     return [json.loads(ln) for ln in r.stdout.splitlines()]
+
+
+def assert_same(rows: list[dict], expected: list[tuple[str, np.ndarray]], labels: list[str]) -> None:
+    """Same top-1 everywhere, and the same scores for every class (JSON keeps 5 decimals)."""
+    assert [row["label"] for row in rows] == [label for label, _ in expected]
+    for row, (_, probs) in zip(rows, expected, strict=True):
+        scores = {t["label"]: t["score"] for t in row["top_k"]}
+        assert np.allclose([scores[lbl] for lbl in labels], probs, atol=2e-5), (row["name"], scores, probs)
+    # A model whose output did not depend on the image would make this test toothless.
+    assert len({tuple(np.round(p, 4)) for _, p in expected}) > 1
 
 
 def test_folder_source_matches_pipeline_int8(build: Path) -> None:
     files = held_out(build)
     test_dir = build / "data" / "default" / "test"
-    expected = dict(zip((f.relative_to(test_dir).as_posix() for f in files),
-                        reference_top1(build, [load_rgb(f) for f in files]), strict=True))
-    rows = runner_top1("--model", str(build), "--source", f"folder:{test_dir}")
-    got = {row["name"]: row["label"] for row in rows}
-    assert len(rows) == len(files)
-    assert got == expected
-    # The model is not a constant: parity over one class would prove little.
-    assert len(set(expected.values())) > 1
+    labels = json.loads((build / "metadata.json").read_text())["labels"]
+    rows = runner_rows(build, "--source", f"folder:{test_dir}")
+    assert [row["name"] for row in rows] == [f.relative_to(test_dir).as_posix() for f in files]
+    assert_same(rows, reference(build, [load_rgb(f) for f in files]), labels)
 
 
 def test_video_source_matches_pipeline_int8(build: Path, tmp_path: Path) -> None:
@@ -86,7 +99,7 @@ def test_video_source_matches_pipeline_int8(build: Path, tmp_path: Path) -> None
     assert len(decoded) == len(images)
     assert all(np.array_equal(a, b) for a, b in zip(decoded, images, strict=True)), "FFV1 round trip is not lossless"
 
-    expected = reference_top1(build, images)
-    rows = runner_top1("--model", str(build), "--source", f"video:{video}")
+    labels = json.loads((build / "metadata.json").read_text())["labels"]
+    rows = runner_rows(build, "--source", f"video:{video}")
     assert [row["source_index"] for row in rows] == list(range(len(images)))
-    assert [row["label"] for row in rows] == expected
+    assert_same(rows, reference(build, images), labels)
