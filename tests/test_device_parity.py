@@ -1,7 +1,8 @@
 """Preprocessing parity: the runner's top-1 equals the pipeline's int8 TFLite evaluation.
 
-Top-1 and every class's score are compared. The reference is computed here the pipeline's way: `pipeline.preprocess.load_rgb`, the
-metadata's `Preprocess`, the metadata's `input_lut`, then the build's int8 `.tflite` in
+Top-1 and every class's score are compared. The reference is computed here the pipeline's
+way: `pipeline.preprocess.load_rgb`, the metadata's `Preprocess`, the metadata's
+`input_lut`, then the build's int8 `.tflite` in
 ai-edge-litert's interpreter (default kernels, one thread, as the runner is run here). The
 runner is run as its users run it: `python -m device run --json` on a folder, on a video.
 
