@@ -6,7 +6,9 @@ The deploy tests use it, and so does the measurement:
     python -m device.deploy.loopback [--out build]   # first and repeat deploy: seconds, bytes
 
 The "Pi" here is this machine itself, so its venv is seeded with this checkout's packages
-(a .pth file) and pip runs with --no-index: nothing is downloaded.
+(a .pth file) and stamped as installed from device/requirements.txt: nothing is downloaded,
+and the deploys measured are what a Pi sees once its venv is in place (the usual case: the venv
+is reinstalled only when the requirements change).
 """
 
 from __future__ import annotations
