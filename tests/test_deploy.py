@@ -301,6 +301,24 @@ def test_deploy_killed_mid_copy_leaves_the_running_release(pi: Pi, copy: str, tm
     assert (pi.dir / "releases" / str(nxt["release"]) / "device" / "assets.bin").stat().st_size == 3 << 20
 
 
+def test_deploy_killed_after_the_switch_still_finishes_on_the_pi(pi: Pi, tmp_path: Path) -> None:
+    first = ok(pi.deploy())["release"]
+    (Path(pi.env["OUT"]) / "labels.txt").write_text("circle\nsquare\nnew\n")
+    proc = pi.popen(TMPDIR=str(tmp_path))
+    assert proc.stderr is not None
+    for line in proc.stderr:  # the Pi has switched `current` and is restarting the service
+        if "restarting" in line:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)  # the laptop goes away before the health check
+    proc.communicate()
+    new = next(r for r in pi.releases() if r != first)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (pi.dir / "releases" / new / ".deploy" / "OK").exists():
+        time.sleep(0.2)
+    assert (pi.dir / "releases" / new / ".deploy" / "OK").exists()  # health checked without us
+    assert pi.current() == new == pi.runner_release() and pi.serving()
+
+
 def test_reachability_problems_are_named(pi: Pi, sshd: LoopbackSSHD, tmp_path: Path) -> None:
     other_key = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other_key)], check=True)
