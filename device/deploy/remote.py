@@ -42,6 +42,7 @@ REQUIREMENTS = "device/requirements.txt"
 VENV_STAMP = ".requirements.sha256"
 STALE_INCOMING_S = 600
 EXIT_UNHEALTHY = 3
+LOG_ROTATE_BYTES = 20 << 20
 
 
 class DeployError(Exception):
@@ -405,6 +406,9 @@ class Nohup(Manager):
             f"sleep {shlex.quote(sec)}; done"
         )
         os.makedirs(os.path.dirname(self.logfile), exist_ok=True)
+        with contextlib.suppress(OSError):  # keep one old log, as a size-capped journal would
+            if os.path.getsize(self.logfile) > LOG_ROTATE_BYTES:
+                os.replace(self.logfile, self.logfile + ".1")
         with open(self.logfile, "ab") as out, open(os.devnull, "rb") as devnull:
             proc = subprocess.Popen(["/bin/sh", "-c", loop], stdin=devnull, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True)
