@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -160,3 +163,34 @@ def test_venv_is_reinstalled_only_when_requirements_change(tmp_path: Path) -> No
     out = subprocess.run([str(pidir / "venv" / "bin" / "python"), "-c", "import sys; print(sys.prefix)"],
                          text=True, stdout=subprocess.PIPE, check=False).stdout
     assert shlex.split(out)[0] == str(pidir / "venv")
+
+
+def test_supervisor_script_is_shellcheck_clean(tmp_path: Path) -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt install shellcheck)")
+    script = remote.supervisor_script(["/srv/demo/venv/bin/python", "-m", "device", "run", "--source", "folder:/a b"],
+                                      "/srv/demo/current", "/srv/demo/run/x.restarts", "2")
+    (tmp_path / "loop.sh").write_text("#!/bin/sh\n" + script + "\n")
+    r = subprocess.run(["shellcheck", "-s", "sh", str(tmp_path / "loop.sh")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+
+
+def test_supervisor_restarts_on_failure_only(tmp_path: Path) -> None:
+    # fails twice, then exits 0: Restart=on-failure starts it three times and stops
+    (tmp_path / "wd").mkdir()
+    prog = "n=$(cat runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > runs; [ $n -ge 3 ] && exit 0; exit 1"
+    restarts = tmp_path / "restarts"
+    script = remote.supervisor_script(["sh", "-c", prog], str(tmp_path / "wd"), str(restarts), "0.1s")
+    r = subprocess.run(["/bin/sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "exited 0, not restarting" in r.stdout
+    assert (tmp_path / "wd" / "runs").read_text().strip() == "3" and restarts.read_text().strip() == "2"
+
+
+def test_supervisor_stops_on_sigterm(tmp_path: Path) -> None:
+    script = remote.supervisor_script(["sleep", "60"], str(tmp_path), str(tmp_path / "restarts"), "2")
+    p = subprocess.Popen(["/bin/sh", "-c", script], start_new_session=True, stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    os.killpg(p.pid, signal.SIGTERM)
+    assert p.wait(10) == 0 and time.monotonic() - t0 < 5
+    assert not (tmp_path / "restarts").exists()  # a stop is not a failure to restart from

@@ -220,6 +220,22 @@ def parse_unit(text: str) -> dict[str, str]:
 # ------------------------------------------------------------------- service managers
 
 
+def supervisor_script(cmd: list[str], wd: str, restarts: str, restart_sec: str) -> str:
+    """/bin/sh loop with the unit's Restart=on-failure: run `cmd` in `wd` (resolved anew at each
+    start, as systemd does), start it again RestartSec after a non-zero exit or a signal, stop
+    after exit 0; SIGTERM stops the child and the loop. Counts restarts in the file `restarts`."""
+    q = shlex.quote
+    sec = str(float(restart_sec.rstrip("s"))).removesuffix(".0") if restart_sec.rstrip("s") else "2"
+    return (
+        "n=0; child=''; trap 'kill -TERM \"$child\" 2>/dev/null; wait \"$child\"; exit 0' TERM INT; "
+        f"while :; do echo \"[nohup] starting in $(readlink -f {q(wd)})\"; "
+        f"(cd {q(wd)} && exec {shlex.join(cmd)}) & child=$!; wait \"$child\"; rc=$?; "
+        "[ \"$rc\" -eq 0 ] && { echo '[nohup] exited 0, not restarting'; exit 0; }; "
+        f"n=$((n+1)); echo \"$n\" > {q(restarts)}; echo \"[nohup] exit $rc, restart $n in {sec}s\"; "
+        f"sleep {sec}; done"
+    )
+
+
 class Manager:
     """Install / restart / stop / inspect the demo service. `systemd` on the Pi; `nohup` where
     no systemd runs (containers, CI): it runs the same unit file's ExecStart from its
@@ -390,21 +406,11 @@ class Nohup(Manager):
         self.stop()
         with open(self._p(".service")) as f:
             unit = parse_unit(f.read())
-        cmd = shlex.join(systemd_unquote(unit["ExecStart"]))
-        wd = unit["WorkingDirectory"]
-        sec = unit.get("RestartSec", "2")
         restarts = self._p(".restarts")
         with open(restarts, "w") as f:
             f.write("0\n")
-        # Restart=on-failure: start again after a non-zero exit or a signal, stop after exit 0.
-        loop = (
-            "n=0; trap 'kill -TERM $child 2>/dev/null; wait $child; exit 0' TERM INT; "
-            f"while :; do echo \"[nohup] starting in $(readlink -f {shlex.quote(wd)})\"; "
-            f"(cd {shlex.quote(wd)} && exec {cmd}) & child=$!; wait $child; rc=$?; "
-            "[ $rc -eq 0 ] && { echo '[nohup] exited 0, not restarting'; exit 0; }; "
-            f"n=$((n+1)); echo $n > {shlex.quote(restarts)}; echo \"[nohup] exit $rc, restart $n in {shlex.quote(sec)}s\"; "
-            f"sleep {shlex.quote(sec)}; done"
-        )
+        loop = supervisor_script(systemd_unquote(unit["ExecStart"]), unit["WorkingDirectory"], restarts,
+                                 unit.get("RestartSec", "2"))
         os.makedirs(os.path.dirname(self.logfile), exist_ok=True)
         with contextlib.suppress(OSError):  # keep one old log, as a size-capped journal would
             if os.path.getsize(self.logfile) > LOG_ROTATE_BYTES:
