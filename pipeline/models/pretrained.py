@@ -135,7 +135,7 @@ def default_weights_name(arch: str, width: float, resolution: int) -> str:
             f"{', '.join(f'{w:g}' for w in widths)}, not {width:g}"
         )
     nearest = min(resolutions, key=lambda r: (abs(r - resolution), r))
-    return f"{arch}_{width:g}_{nearest}" if width != 1.0 else f"{arch}_1.0_{nearest}"
+    return f"{arch}_{float(width)}_{nearest}"
 
 
 def cache_dir() -> Path:
