@@ -2,14 +2,16 @@
 
 Raw: `invoke()` alone in a loop on one fixed input (the ceiling). End to end: the real
 runner loop (capture thread + preprocessing + invoke + postprocess) on a source, with no
-printing. The raw figure is measured before and after the end-to-end run and averaged,
-so a machine that gets busier or quieter in between does not skew the ratio one way.
+printing. Each round measures raw, end to end, raw again (the two raws averaged); the
+reported ratio is the median over rounds, so a machine whose load changes while the bench
+runs does not skew it one way.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import threading
 from pathlib import Path
 
@@ -31,43 +33,54 @@ def default_bench_source(model: str) -> str:
     raise DeviceError(f"no held-out images under {held_out}: give --source (a video, folder or camera)")
 
 
-def bench(model: str, labels: str | None, threads: int, source_spec: str | None, seconds: float) -> dict:
+def bench(model: str, labels: str | None, threads: int, source_spec: str | None, seconds: float,
+          rounds: int = 3) -> dict:
+    """`rounds` x (raw, end to end, raw), each part seconds / rounds long; the ratio is the median
+    over rounds, so a machine whose load changes during the bench does not decide the result."""
     spec = load_model_spec(model, labels)
     clf = Classifier(spec, threads)
     source_spec = source_spec or default_bench_source(model)
-    source = open_source(source_spec, loop=True, model_size=clf.size)
-    raw_before, _ = clf.raw_fps(seconds)
-    status = RunStatus(source.name, Metrics(window=100_000))
-    opts = RunOptions(max_seconds=seconds, warmup_frames=20)
-    summary = run_loop(clf, source, opts, status, threading.Event())
-    raw_after, _ = clf.raw_fps(seconds)
-    if summary.timed_frames < 10:
-        raise DeviceError(f"only {summary.frames} frames from {source.name} in {seconds}s: nothing to measure")
-    raw = (raw_before + raw_after) / 2
+    status = RunStatus("", Metrics(window=1_000_000))
+    part = seconds / rounds
+    raws, e2es, ratios, frames = [], [], [], 0
+    for _ in range(rounds):
+        source = open_source(source_spec, loop=True, model_size=clf.size)
+        status.source = source.name
+        raw_before, _ = clf.raw_fps(part)
+        summary = run_loop(clf, source, RunOptions(max_seconds=part, warmup_frames=10), status, threading.Event())
+        raw_after, _ = clf.raw_fps(part)
+        if summary.timed_frames < 10:
+            raise DeviceError(f"only {summary.frames} frames from {source.name} in {part:.1f}s: nothing to measure")
+        raw = (raw_before + raw_after) / 2
+        raws.append(raw)
+        e2es.append(summary.fps)
+        ratios.append(summary.fps / raw)
+        frames += summary.frames
     return {
         "model": str(spec.tflite),
-        "source": source.name,
+        "source": status.source,
         "threads": threads,
         "seconds": seconds,
-        "raw_fps": round(raw, 1),
-        "raw_fps_before_after": [round(raw_before, 1), round(raw_after, 1)],
-        "e2e_fps": round(summary.fps, 1),
-        "ratio": round(summary.fps / raw, 3),
-        "frames": summary.frames,
+        "rounds": rounds,
+        "raw_fps": round(statistics.median(raws), 1),
+        "e2e_fps": round(statistics.median(e2es), 1),
+        "ratio": round(statistics.median(ratios), 3),
+        "ratio_per_round": [round(r, 3) for r in ratios],
+        "frames": frames,
         "latency_ms": status.metrics.latency(),
     }
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    r = bench(args.model, args.labels, args.threads, args.source, args.seconds)
+    r = bench(args.model, args.labels, args.threads, args.source, args.seconds, args.rounds)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"model    {r['model']} ({r['threads']} threads)")
     print(f"source   {r['source']}")
-    print(f"raw      {r['raw_fps']:.1f} fps (interpreter invoke only; before/after {r['raw_fps_before_after']})")
-    print(f"e2e      {r['e2e_fps']:.1f} fps over {r['frames']} frames")
-    print(f"ratio    {r['ratio']:.3f} (end-to-end / raw)")
+    print(f"raw      {r['raw_fps']:.1f} fps (interpreter invoke() only, median of {r['rounds']} rounds)")
+    print(f"e2e      {r['e2e_fps']:.1f} fps ({r['frames']} frames)")
+    print(f"ratio    {r['ratio']:.3f} (end-to-end / raw, median; per round {r['ratio_per_round']})")
     print("latency  ms     p50      p95")
     for s in STAGES:
         lat = r["latency_ms"][s]
