@@ -41,11 +41,11 @@ $(TFLM_CORE_OBJS): OPT := $(TFLM_CORE_OPT)
 $(TFLM_KERNEL_OBJS): OPT := $(TFLM_KERNEL_OPT)
 $(TFLM_THIRD_OBJS): OPT := $(TFLM_THIRD_PARTY_OPT)
 
-$(FW_TFLM_OBJ)/%.cc.o: $(TFLM_ROOT)/%.cc $(SOURCES_MK)
+$(FW_TFLM_OBJ)/%.cc.o: $(TFLM_ROOT)/%.cc
 	@mkdir -p $(@D)
 	@echo "  CXX  tflm/$*.cc"
 	$(Q)$(CXX) $(TFLM_CXXFLAGS) $(OPT) $(TFLM_INCLUDES) -c $< -o $@
-$(FW_TFLM_OBJ)/%.c.o: $(TFLM_ROOT)/%.c $(SOURCES_MK)
+$(FW_TFLM_OBJ)/%.c.o: $(TFLM_ROOT)/%.c
 	@mkdir -p $(@D)
 	@echo "  CC   tflm/$*.c"
 	$(Q)$(CC) $(TFLM_CCFLAGS) $(OPT) $(TFLM_INCLUDES) -c $< -o $@
