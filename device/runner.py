@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -46,9 +46,8 @@ class RunOptions:
 @dataclass
 class RunSummary:
     frames: int = 0
-    timed_frames: int = 0
+    timed_frames: int = 0  # after `RunOptions.warmup_frames`
     timed_s: float = 0.0
-    results: list[Result] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -101,10 +100,8 @@ class Preview:
             pass
 
 
-def run_loop(
-    clf: Classifier, source: Source, opts: RunOptions, status: RunStatus, stop: threading.Event, keep: bool = False
-) -> RunSummary:
-    """Run until the source ends or `stop`; returns the counts (and the results if `keep`)."""
+def run_loop(clf: Classifier, source: Source, opts: RunOptions, status: RunStatus, stop: threading.Event) -> RunSummary:
+    """Run until the source ends, a limit in `opts` is reached or `stop` is set."""
     metrics = status.metrics
     feeder = FrameFeeder(source, lambda rgb: clf.input_for(clf.preprocess(rgb)), status, stop)
     smoother = Smoother(opts.smooth)
@@ -114,6 +111,7 @@ def run_loop(
     t_start = time.perf_counter()
     t_timed = t_start
     t_stats = t_start
+    t_fps, fps = t_start, 0.0  # the overlay's FPS, refreshed twice a second
     feeder.start()
     try:
         while not stop.is_set():
@@ -144,27 +142,28 @@ def run_loop(
             }
             metrics.record(stage_ms, t2)
             status.classified(label, score)
-            result = Result(summary.frames, item.frame.index, item.frame.name, label, score,
-                            list(zip(tk.labels, tk.scores, strict=True)), stage_ms)
             summary.frames += 1
             if summary.frames == opts.warmup_frames:
                 t_timed = t2
             elif summary.frames > opts.warmup_frames:
                 summary.timed_frames += 1
                 summary.timed_s = t2 - t_timed
-            if keep:
-                summary.results.append(result)
             if opts.view is not None or preview is not None:
-                detail = f"#{summary.frames} | {score:.2f} | {metrics.fps():.1f} fps | {stage_ms['invoke']:.1f} ms"
+                if t2 - t_fps >= 0.5:
+                    t_fps, fps = t2, metrics.fps()
+                detail = f"#{summary.frames} | {score:.2f} | {fps:.1f} fps | {stage_ms['invoke']:.1f} ms"
                 if opts.view is not None:
                     opts.view.publish(item.frame.rgb, label, detail)
                 if preview is not None:
                     if not preview.show(overlay.render(item.frame.rgb, label, detail)):
                         stop.set()
-            if opts.printer is not None:
-                opts.printer.write(result)
-            if opts.log is not None:
-                opts.log.write(result)
+            if opts.printer is not None or opts.log is not None:
+                result = Result(summary.frames - 1, item.frame.index, item.frame.name, label, score,
+                                list(zip(tk.labels, tk.scores, strict=True)), stage_ms)
+                if opts.printer is not None:
+                    opts.printer.write(result)
+                if opts.log is not None:
+                    opts.log.write(result)
             if opts.max_frames is not None and summary.frames >= opts.max_frames:
                 break
             if opts.max_seconds is not None and t2 - t_start >= opts.max_seconds:
