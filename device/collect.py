@@ -47,8 +47,6 @@ def read_keys(trigger: threading.Event, stop: threading.Event) -> None:
 def cmd_collect(args: argparse.Namespace) -> int:
     if not LABEL_RE.match(args.label):
         raise DeviceError(f"label {args.label!r}: use letters, digits, '_', '-', '.' (it becomes a folder name)")
-    if args.interval is None and not sys.stdin.isatty() and args.count is None:
-        print("saving on each line read from stdin (q to stop)", file=sys.stderr)
     folder = Path(args.out) / args.label
     try:
         folder.mkdir(parents=True, exist_ok=True)
