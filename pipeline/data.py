@@ -47,35 +47,41 @@ def _shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> l
 
 
 def render_shape(kind: str, rng: np.random.Generator, size: int = GENERATED_SIZE) -> np.ndarray:
-    """One image: a shape with random colour, pose, scale, background, blur and noise."""
+    """One photo of a shape drawn with a marker on a sheet of paper.
+
+    Random paper tint and lighting, the table showing past a random paper edge, marker
+    colour, filled or outlined, pose and scale, stray pencil strokes, blur, noise, exposure.
+    """
     from PIL import Image, ImageDraw, ImageFilter
 
     ss = 2  # draw at twice the size and downsample: antialiased edges
     big = size * ss
-    bg1 = rng.integers(0, 256, 3)
-    bg2 = rng.integers(0, 256, 3)
-    t = np.linspace(0.0, 1.0, big)[:, None, None]
-    grad = bg1 * (1 - t) + bg2 * t  # a vertical gradient, then rotated
-    bg = np.broadcast_to(grad, (big, big, 3)).astype(np.uint8)
-    img = Image.fromarray(bg).rotate(float(rng.uniform(0, 360)), resample=Image.BILINEAR, fillcolor=tuple(int(c) for c in bg1))
+    paper = rng.integers(190, 256, 3).astype(np.float64)
+    table = rng.integers(20, 160, 3).astype(np.float64)
+    theta = rng.uniform(0, 2 * math.pi)  # light falls off across the sheet
+    yy, xx = np.mgrid[0:big, 0:big] / big - 0.5
+    shade = 1.0 - rng.uniform(0, 0.35) * np.clip(xx * math.cos(theta) + yy * math.sin(theta) + 0.5, 0, 1)
+    bg = paper * shade[..., None]
+    if rng.uniform() < 0.5:  # the paper's edge, with the table beyond it
+        side, depth = int(rng.integers(4)), rng.uniform(0.03, 0.15) * big
+        edge = {0: xx, 1: -xx, 2: yy, 3: -yy}[side] + 0.5
+        bg = np.where((edge * big < depth)[..., None], table * shade[..., None], bg)
+    img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(0, 4))):  # clutter lines
+    for _ in range(int(rng.integers(0, 3))):  # stray pencil strokes
         p = rng.uniform(0, big, 4)
-        draw.line(list(p), fill=tuple(int(c) for c in rng.integers(0, 256, 3)), width=int(rng.integers(1, 4 * ss)))
-    # the shape: a colour that stands out from the local background
+        grey = int(rng.integers(120, 200))
+        draw.line(list(p), fill=(grey, grey, grey), width=int(rng.integers(1, 2 * ss)))
     r = rng.uniform(0.22, 0.42) * big
     cx, cy = rng.uniform(r, big - r, 2)
-    base = bg.reshape(-1, 3).mean(axis=0)
-    for _ in range(20):
-        colour = rng.integers(0, 256, 3)
-        if np.abs(colour - base).sum() > 180:
-            break
-    fill = tuple(int(c) for c in colour)
-    outline_only = rng.uniform() < 0.3
-    line_w = int(rng.uniform(0.06, 0.12) * r)
+    marker = rng.integers(0, 140, 3)
+    marker[int(rng.integers(3))] = rng.integers(0, 256)  # some markers are coloured
+    fill = tuple(int(c) for c in marker)
+    outline_only = rng.uniform() < 0.4
+    line_w = max(2, int(rng.uniform(0.05, 0.12) * r))
     angle = float(rng.uniform(0, 2 * math.pi))
     if kind == "circle":
-        sx = r * rng.uniform(0.85, 1.0)  # a little perspective squash
+        sx = r * rng.uniform(0.8, 1.0)  # a little perspective squash
         box = [cx - sx, cy - r, cx + sx, cy + r]
         draw.ellipse(box, fill=None if outline_only else fill, outline=fill, width=line_w)
     else:
@@ -89,8 +95,8 @@ def render_shape(kind: str, rng: np.random.Generator, size: int = GENERATED_SIZE
     if blur > 0.3:
         img = img.filter(ImageFilter.GaussianBlur(blur))
     arr = np.asarray(img).astype(np.float32)
-    arr += rng.normal(0, rng.uniform(0, 12), arr.shape)
-    arr = arr * rng.uniform(0.7, 1.2) + rng.uniform(-30, 30)  # exposure
+    arr += rng.normal(0, rng.uniform(0, 10), arr.shape)
+    arr = arr * rng.uniform(0.6, 1.15) + rng.uniform(-25, 20)  # exposure
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 
