@@ -217,6 +217,7 @@ def stage(out: Path, dest: Path, dev: Path) -> tuple[str, int]:
         d = dest / name
         d.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, d)  # keeps mtimes: rsync's quick check then matches unchanged files
+        d.chmod(0o644)  # the pipeline writes 0600 temporaries; the release is plain readable files
         digests[name] = hashlib.sha256(d.read_bytes()).hexdigest()
         size += d.stat().st_size
     tree = hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
