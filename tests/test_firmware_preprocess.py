@@ -201,7 +201,7 @@ def check_post(tool: list[str], tmp_path: Path) -> None:
                 str(tmp_path / "scores.bin")).splitlines()
     smooth = smooth_reference(rows, 4, 10, 2)
     assert len(lines) == len(rows)
-    for row, line, sm in zip(rows, lines, smooth):
+    for row, line, sm in zip(rows, lines, smooth, strict=False):
         arg, top, soft, sm_got = (part.split() for part in line.split("|"))
         assert int(arg[0]) == int(np.argmax(row))
         assert list(map(int, top)) == list(np.argsort(-row.astype(int), kind="stable")[:k])

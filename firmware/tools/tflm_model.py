@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
 
-    from pipeline.preprocess import Preprocess, quantize_lut
     from tflite_micro.python.tflite_micro import runtime
+
+    from pipeline.preprocess import Preprocess, quantize_lut
 
     buf = a.tflite.read_bytes()
     interp = runtime.Interpreter.from_bytes(buf, arena_size=a.arena * 4)

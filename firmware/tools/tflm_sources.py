@@ -46,11 +46,11 @@ def tflm_vars(tflm_dir: Path, target_arch: str, kernels: str) -> dict[str, str]:
         "TARGET_TOOLCHAIN_ROOT=" + os.environ.get("ARM_TOOLCHAIN_ROOT", "/usr/bin/"),
         "GENDIR=" + tempfile.gettempdir() + "/tflm-gendir-unused/",
     ]
-    if kernels == "cmsis_nn":
-        cmd.append("OPTIMIZED_KERNEL_DIR=cmsis_nn")
+    cmd.append("OPTIMIZED_KERNEL_DIR=" + ("cmsis_nn" if kernels == "cmsis_nn" else ""))
     cmd += [f"print-{v}" for v in VARS]
     # TFLM's Makefile runs python3 (with Pillow) at parse time for its examples: use ours.
-    env = dict(os.environ)
+    # Not the variables of a calling make (OPTIMIZED_KERNEL_DIR=..., -j): TFLM's own only.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     try:
         r = subprocess.run(cmd, cwd=tflm_dir, capture_output=True, text=True, env=env)
