@@ -231,7 +231,7 @@ def stage(out: Path, dest: Path, dev: Path) -> tuple[str, int]:
 
 
 def copy_rsync(ssh: SSH, src: Path, incoming: str, link_dest: str | None, bwlimit: int) -> tuple[int, int]:
-    cmd = ["rsync", "-rlpt", "--checksum", "--delete", "--stats", "-e", shlex.join(["ssh", *ssh.opts()])]
+    cmd = ["rsync", "-rlpt", "--checksum", "--compress", "--delete", "--stats", "-e", shlex.join(["ssh", *ssh.opts()])]
     if link_dest:
         cmd.append("--link-dest=" + link_dest)  # unchanged files become hard links, not transfers
     if bwlimit:
