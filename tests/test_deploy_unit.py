@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,31 @@ def test_supervisor_stops_on_sigterm(tmp_path: Path) -> None:
     os.killpg(p.pid, signal.SIGTERM)
     assert p.wait(10) == 0 and time.monotonic() - t0 < 5
     assert not (tmp_path / "restarts").exists()  # a stop is not a failure to restart from
+
+
+def _wheel(dist: Path, name: str, version: str) -> None:
+    """A minimal pure-Python wheel, so pip can install `name` offline."""
+    mod = name.replace("-", "_")
+    info = f"{mod}-{version}.dist-info"
+    files = {f"{mod}/__init__.py": f"VERSION = {version!r}\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    files[f"{info}/RECORD"] = "".join(f"{p},,\n" for p in [*files, f"{info}/RECORD"])
+    with zipfile.ZipFile(dist / f"{mod}-{version}-py3-none-any.whl", "w") as z:
+        for p, text in files.items():
+            z.writestr(p, text)
+
+
+def test_venv_falls_back_to_tflite_runtime(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _wheel(wheels, "tflite-runtime", "2.14.0")  # offered; ai-edge-litert is not (as on a Pi it has no wheel for)
+    req = tmp_path / "requirements.txt"
+    req.write_text("ai-edge-litert>=1.2,<3\n")
+    pidir = tmp_path / "pi"
+    pidir.mkdir()
+    assert remote.ensure_venv(str(pidir), str(req), f"--no-index --find-links {wheels}") == "installed"
+    r = subprocess.run([str(pidir / "venv" / "bin" / "python"), "-c", "import tflite_runtime; print(tflite_runtime.VERSION)"],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == "2.14.0", r.stderr
+    assert remote.ensure_venv(str(pidir), str(req), f"--no-index --find-links {wheels}") == "reused"
