@@ -346,6 +346,15 @@ def test_reachability_problems_are_named(pi: Pi, sshd: LoopbackSSHD, tmp_path: P
     assert not (pi.dir / "current").exists() and not (pi.dir / "releases").exists()
 
 
+def test_no_route_is_named(pi: Pi) -> None:
+    # a network namespace of our own has no interface up: every address is unreachable
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode:
+        pytest.skip("cannot make a network namespace here (unshare -n needs root or user namespaces)")
+    p = subprocess.run(["unshare", "-n", sys.executable, "-m", "device.deploy", "deploy"], cwd=REPO,
+                       env={**os.environ, **pi.env}, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "no route to" in p.stderr, p.stderr
+
+
 def test_key_from_ssh_agent(pi: Pi, tmp_path: Path) -> None:
     if shutil.which("ssh-agent") is None or shutil.which("ssh-add") is None:
         pytest.skip("ssh-agent / ssh-add are not installed")
