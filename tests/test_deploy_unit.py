@@ -223,3 +223,12 @@ def test_venv_falls_back_to_tflite_runtime(tmp_path: Path) -> None:
                        capture_output=True, text=True)
     assert r.stdout.strip() == "2.14.0", r.stderr
     assert remote.ensure_venv(str(pidir), str(req), f"--no-index --find-links {wheels}") == "reused"
+
+
+def test_copy_is_rsync_only_with_rsync_on_both_ends() -> None:
+    assert cli.choose_copy("auto", True, True) == "rsync"
+    assert cli.choose_copy("auto", True, False) == "tar"
+    assert cli.choose_copy("auto", False, True) == "tar"
+    assert cli.choose_copy("tar", True, True) == "tar"
+    with pytest.raises(cli.DeployError, match="on the Pi"):
+        cli.choose_copy("rsync", True, False)

@@ -230,6 +230,16 @@ def stage(out: Path, dest: Path, dev: Path) -> tuple[str, int]:
     return rid, size
 
 
+def choose_copy(requested: str, local_rsync: bool, remote_rsync: bool) -> str:
+    """rsync when both ends have it (or asked for), else tar over ssh."""
+    if requested == "rsync" and not (local_rsync and remote_rsync):
+        where = " and ".join(w for w, has in (("here", local_rsync), ("on the Pi", remote_rsync)) if not has)
+        raise DeployError(f"PI_COPY=rsync but rsync is not installed {where} (apt install rsync), or use PI_COPY=tar")
+    if requested == "auto":
+        return "rsync" if local_rsync and remote_rsync else "tar"
+    return requested
+
+
 def copy_rsync(ssh: SSH, src: Path, incoming: str, link_dest: str | None, bwlimit: int) -> tuple[int, int]:
     cmd = ["rsync", "-rlpt", "--checksum", "--compress", "--delete", "--stats", "-e", shlex.join(["ssh", *ssh.opts()])]
     if link_dest:
@@ -300,9 +310,7 @@ def cmd_deploy(a: argparse.Namespace) -> int:
             raise DeployError(f"{probe['user']} on {a.pi} cannot use sudo without a password, which the "
                               "systemd unit needs: allow it (Pi OS's first user has it) or deploy as root")
         prep = ssh.remote_json("prepare", remote_args(a, release=rid))
-        mode = a.copy
-        if mode == "auto":
-            mode = "rsync" if shutil.which("rsync") and probe["rsync"] else "tar"
+        mode = choose_copy(a.copy, shutil.which("rsync") is not None, bool(probe["rsync"]))
         tc = time.monotonic()
         if mode == "rsync":
             sent, recv = copy_rsync(ssh, rel, prep["incoming"], prep["link_dest"], a.bwlimit)
