@@ -61,7 +61,7 @@ def parser() -> argparse.ArgumentParser:
     _model_args(bench)
     bench.add_argument("--source", help="frames to run (default: the build's held-out images, looped)")
     bench.add_argument("--seconds", type=float, default=10.0, help="length of each measurement (default %(default)s)")
-    bench.add_argument("--rounds", type=int, default=3, help="raw / end-to-end / raw rounds, median taken (default %(default)s)")
+    bench.add_argument("--rounds", type=int, default=10, help="raw / end-to-end / raw rounds, median taken (default %(default)s)")
     bench.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     return ap
 

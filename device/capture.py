@@ -40,35 +40,56 @@ class End:
 
 
 class Mailbox:
-    """A small hand-over queue; with `latest_only` a new item replaces the unread one."""
+    """The hand-over between the capture thread and the inference loop.
 
-    def __init__(self, latest_only: bool, capacity: int = 2) -> None:
+    With `latest_only` a new item replaces an unread one (live sources). Otherwise `put`
+    blocks while `capacity` items wait, and resumes once half of them are taken, so the
+    two threads wake each other once per few frames, not on every frame. The deque's
+    append / popleft are atomic; the events are touched only when a side really waits.
+    """
+
+    def __init__(self, latest_only: bool, capacity: int = 8) -> None:
         self.latest_only = latest_only
-        self.capacity = 1 if latest_only else capacity
-        self._items: deque[Any] = deque()
-        self._cond = threading.Condition()
+        self.capacity = 1 if latest_only else max(1, capacity)
+        self._items: deque[Any] = deque(maxlen=1 if latest_only else None)
+        self._ready = threading.Event()  # set for a waiting get()
+        self._space = threading.Event()  # set for a waiting put()
+        self._getter_waits = False
+        self._putter_waits = False
 
     def put(self, item: Any, stop: threading.Event) -> bool:
-        with self._cond:
-            if self.latest_only:
-                self._items.clear()
-            while len(self._items) >= self.capacity:
-                if stop.is_set():
-                    return False
-                self._cond.wait(0.1)
-            self._items.append(item)
-            self._cond.notify_all()
-            return True
+        if not self.latest_only and len(self._items) >= self.capacity:
+            self._space.clear()
+            self._putter_waits = True
+            try:
+                while len(self._items) > self.capacity // 2:
+                    if stop.is_set():
+                        return False
+                    self._space.wait(0.1)
+                    self._space.clear()
+            finally:
+                self._putter_waits = False
+        self._items.append(item)  # with maxlen=1 this drops the unread item
+        if self._getter_waits:
+            self._ready.set()
+        return True
 
     def get(self, timeout: float) -> Any:
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            if not self._items:
-                return None
+        if not self._items:
+            self._ready.clear()
+            self._getter_waits = True
+            try:
+                if not self._items:
+                    self._ready.wait(timeout)
+            finally:
+                self._getter_waits = False
+        try:
             item = self._items.popleft()
-            self._cond.notify_all()
-            return item
+        except IndexError:
+            return None
+        if self._putter_waits and len(self._items) <= self.capacity // 2:
+            self._space.set()
+        return item
 
 
 class FrameFeeder(threading.Thread):

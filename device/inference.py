@@ -7,7 +7,10 @@ input conversion comes from the model's own quantisation parameters (or the buil
 
 from __future__ import annotations
 
+import heapq
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,34 +116,52 @@ class Classifier:
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self._out_index)
 
-    def probabilities(self, raw: np.ndarray) -> np.ndarray:
-        """Dequantise; softmax unless the model's last op already is one."""
-        x = raw.reshape(-1).astype(np.float32)
-        x -= self._out_zero
-        x *= self._out_scale
-        if self._softmax:
-            x -= x.max()
-            np.exp(x, out=x)
-            x /= x.sum()
-        return x
+    def probabilities(self, raw: np.ndarray) -> list[float]:
+        """Dequantise; softmax unless the model's last op already is one.
 
-    def raw_fps(self, seconds: float = 3.0, warmup: int = 10) -> tuple[float, int]:
-        """Interpreter-only throughput on one fixed input: the ceiling for the runner."""
+        Pure Python for the few classes of a typical build (a dozen numpy calls on a 4-vector
+        cost more than the arithmetic); numpy from a few hundred classes on.
+        """
+        if raw.size > 256:
+            x = raw.reshape(-1).astype(np.float32)
+            x -= self._out_zero
+            x *= self._out_scale
+            if self._softmax:
+                x -= x.max()
+                np.exp(x, out=x)
+                x /= x.sum()
+            return x.tolist()
+        zero, scale = float(self._out_zero), float(self._out_scale)
+        v = [(q - zero) * scale for q in raw.reshape(-1).tolist()]
+        if not self._softmax:
+            return v
+        top = max(v)
+        e = [math.exp(a - top) for a in v]
+        total = sum(e)
+        return [a / total for a in e]
+
+    def raw_fps(self, seconds: float = 3.0, warmup: int = 10) -> tuple[float, list[float]]:
+        """Interpreter-only throughput on one fixed input (the runner's ceiling), and each
+        invoke's duration in ms."""
         tensor = np.zeros(self._in["shape"], dtype=self.input_dtype)
-        self.interpreter.set_tensor(self._in["index"], tensor)
+        self.interpreter.set_tensor(self._in_index, tensor)
         for _ in range(warmup):
             self.interpreter.invoke()
-        n, t0 = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - t0) < seconds:
+        durations: list[float] = []
+        t0 = t = time.perf_counter()
+        while t - t0 < seconds:
             self.interpreter.invoke()
-            n += 1
-        return n / elapsed, n
+            t_next = time.perf_counter()
+            durations.append((t_next - t) * 1e3)
+            t = t_next
+        return len(durations) / (t - t0), durations
 
 
-def top_k(probs: np.ndarray, labels: list[str], k: int) -> TopK:
-    k = max(1, min(k, probs.size))
-    if k == 1:
-        i = int(probs.argmax())
+def top_k(probs: Sequence[float], labels: list[str], k: int) -> TopK:
+    """The k best classes, best first; ties go to the lowest index, as np.argmax does."""
+    n = len(probs)
+    if k <= 1:
+        i = max(range(n), key=probs.__getitem__)
         return TopK([labels[i]], [float(probs[i])])
-    idx = np.argsort(-probs, kind="stable")[:k]  # ties: lowest index first, as np.argmax
+    idx = heapq.nlargest(min(k, n), range(n), key=probs.__getitem__)
     return TopK([labels[i] for i in idx], [float(probs[i]) for i in idx])

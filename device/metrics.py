@@ -52,6 +52,11 @@ class Metrics:
                 out[stage] = {"p50": 0.0, "p95": 0.0}
         return out
 
+    def done_times(self) -> np.ndarray:
+        """perf_counter() at the end of each of the last `window` frames."""
+        with self._lock:
+            return np.fromiter(self._done, dtype=np.float64)
+
     def reset(self) -> None:
         with self._lock:
             for d in self._ms.values():

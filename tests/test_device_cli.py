@@ -125,11 +125,14 @@ def test_collect_writes_a_class_folder(build: Path, tmp_path: Path) -> None:
 
 
 def test_bench_reports_ratio_and_stages(build: Path) -> None:
-    r = run_device("bench", "--model", str(build), "--seconds", "1", "--threads", "1", "--json")
+    r = run_device("bench", "--model", str(build), "--seconds", "2", "--rounds", "3", "--threads", "1", "--json")
     assert r.returncode == 0, r.stderr
     figures = json.loads(r.stdout)
     assert figures["raw_fps"] > 0 and figures["e2e_fps"] > 0
     assert len(figures["ratio_per_round"]) == figures["rounds"] == 3
     assert figures["ratio"] == pytest.approx(statistics.median(figures["ratio_per_round"]), abs=1e-3)
-    assert all(0 < r < 2 for r in figures["ratio_per_round"])  # end to end cannot beat invoke() alone by far
+    assert all(r > 0 for r in figures["ratio_per_round"])
+    # Medians: invoke() alone is at least as fast as the runner's frame interval, give or take noise.
+    assert 0 < figures["ratio_p50"] < 1.5
+    assert figures["ratio_p50"] == pytest.approx(figures["invoke_p50_ms"] / figures["frame_interval_p50_ms"], abs=2e-3)
     assert set(figures["latency_ms"]) == {"capture", "preprocess", "invoke", "postprocess"}
