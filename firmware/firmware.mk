@@ -26,7 +26,7 @@ TFLM_CACHE ?= $(FW_DIR)/third_party
 TFLM_DIR ?= $(TFLM_CACHE)/tflite-micro
 FW_TFLM_OBJ ?= $(OUT)/firmware/tflm/$(FW_KERNELS)-$(shell sed -n 's/^BOARD_TARGET_ARCH *:= *//p' $(FW_DIR)/boards/$(BOARD).mk 2>/dev/null)
 
-.PHONY: firmware run-qemu flash-cortexm tflm firmware-check firmware-esp32 flash-esp32 firmware-clean
+.PHONY: firmware run-qemu flash-check flash-cortexm tflm firmware-check firmware-esp32 flash-esp32 firmware-clean
 
 firmware-check:
 	@test -f $(FW_DIR)/boards/$(BOARD).mk || { echo "error: unknown BOARD=$(BOARD); boards: $(FW_BOARDS)"; exit 1; }
@@ -52,10 +52,13 @@ run-qemu: firmware
 	  $$( [ "$$CON" = uart ] && echo "-serial stdio" || echo "-serial null" ) \
 	  -semihosting-config enable=on,target=native -icount shift=0 -kernel $(FW_BUILD)/firmware.elf
 
-flash-cortexm: firmware
+flash-check:
+	@PT=$$(sed -n 's/^BOARD_PYOCD_TARGET *:= *//p' $(FW_DIR)/boards/$(BOARD).mk 2>/dev/null); \
+	test -n "$$PT" || { echo "error: BOARD=$(BOARD) is not a board pyocd flashes (QEMU boards: make run-qemu); real boards: $$(grep -l BOARD_PYOCD_TARGET $(FW_DIR)/boards/*.mk | xargs -n1 basename | sed 's/.mk$$//')"; exit 1; }; \
+	command -v $(PYOCD) >/dev/null || { echo "error: pyocd not found: $(PY) -m pip install pyocd && $(PYOCD) pack install $$PT"; exit 1; }
+
+flash-cortexm: flash-check firmware
 	@PT=$$(sed -n 's/^BOARD_PYOCD_TARGET *:= *//p' $(FW_DIR)/boards/$(BOARD).mk); \
-	test -n "$$PT" || { echo "error: BOARD=$(BOARD) runs in QEMU (make run-qemu); flash-cortexm is for real boards: $(FW_BOARDS)"; exit 1; }; \
-	command -v $(PYOCD) >/dev/null || { echo "error: pyocd not found: $(PY) -m pip install pyocd && $(PYOCD) pack install $$PT"; exit 1; }; \
 	$(PYOCD) flash -t $$PT $(FW_BUILD)/firmware.hex && \
 	echo "flashed; console: $(PY) -m serial.tools.miniterm <port> 115200 (ST-LINK virtual COM port)"
 
