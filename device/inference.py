@@ -163,5 +163,9 @@ def top_k(probs: Sequence[float], labels: list[str], k: int) -> TopK:
     if k <= 1:
         i = max(range(n), key=probs.__getitem__)
         return TopK([labels[i]], [float(probs[i])])
-    idx = heapq.nlargest(min(k, n), range(n), key=probs.__getitem__)
+    # Both keep equal scores in index order (sorted's reverse=True is stable).
+    if n <= 256:
+        idx = sorted(range(n), key=probs.__getitem__, reverse=True)[:k]
+    else:
+        idx = heapq.nlargest(min(k, n), range(n), key=probs.__getitem__)
     return TopK([labels[i] for i in idx], [float(probs[i]) for i in idx])

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,16 +48,11 @@ class RunSummary:
     frames: int = 0
     timed_frames: int = 0  # after `RunOptions.warmup_frames`
     timed_s: float = 0.0
-    loop_busy_s: float = 0.0  # the inference loop's own time on the timed frames (not waiting for frames)
+    loop_busy_ms: list[float] = field(default_factory=list)  # the loop's own time per timed frame
 
     @property
     def fps(self) -> float:
         return self.timed_frames / self.timed_s if self.timed_s > 0 else 0.0
-
-    @property
-    def loop_fps(self) -> float:
-        """What the inference loop alone sustains: the FPS if frames were always ready."""
-        return self.timed_frames / self.loop_busy_s if self.loop_busy_s > 0 else 0.0
 
 
 class Smoother:
@@ -173,7 +168,7 @@ def run_loop(clf: Classifier, source: Source, opts: RunOptions, status: RunStatu
                 if opts.log is not None:
                     opts.log.write(result)
             if summary.frames > opts.warmup_frames:
-                summary.loop_busy_s += time.perf_counter() - t0
+                summary.loop_busy_ms.append((time.perf_counter() - t0) * 1e3)
             if opts.max_frames is not None and summary.frames >= opts.max_frames:
                 break
             if opts.max_seconds is not None and t2 - t_timed >= opts.max_seconds:  # after the warm-up

@@ -79,3 +79,15 @@ def test_source_specs(tmp_path: Path) -> None:
                         (f"folder:{tmp_path / 'clip.mp4'}", "no images")]:
         with pytest.raises(DeviceError, match=needle):
             open_source(bad)
+
+
+@pytest.mark.parametrize("n", [4, 1001])
+def test_top_k_order_and_ties_follow_argmax(n: int) -> None:
+    from device.inference import top_k
+
+    rng = np.random.default_rng(n)
+    probs = rng.random(n).round(2)  # plenty of ties
+    labels = [f"c{i}" for i in range(n)]
+    expected = sorted(range(n), key=lambda i: (-probs[i], i))[:3]
+    assert top_k(probs.tolist(), labels, 3).labels == [labels[i] for i in expected]
+    assert top_k(probs.tolist(), labels, 1).labels == [labels[int(np.argmax(probs))]]
