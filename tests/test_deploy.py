@@ -100,6 +100,15 @@ class Pi:
                                 env={**os.environ, **self.env, **overrides}, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
 
+    def kill_deploy(self, proc: subprocess.Popen[str], before: set[Path]) -> None:
+        """SIGKILL a running deploy, then end the ssh connection master it left (it would idle out)."""
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        for d in set(Path("/tmp").glob("pi-ssh-*")) - before:
+            for sock in d.iterdir():
+                subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "loopback"], capture_output=True)
+            shutil.rmtree(d, ignore_errors=True)
+
     def health(self) -> dict[str, object]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.env['PI_WEB_PORT']}/health", timeout=5) as r:
             data = json.loads(r.read())
@@ -278,6 +287,7 @@ def test_deploy_killed_mid_copy_leaves_the_running_release(pi: Pi, copy: str, tm
     frames_before = pi.health()["frames"]
     big = Path(pi.env["PI_DEVICE_DIR"]) / "assets.bin"
     big.write_bytes(os.urandom(3 << 20))  # ~15 s at 200 KiB/s
+    before = set(Path("/tmp").glob("pi-ssh-*"))
     proc = pi.popen(PI_COPY=copy, PI_BWLIMIT="200", TMPDIR=str(tmp_path))  # SIGKILL leaves its staging dir
     deadline = time.monotonic() + 60
     incoming: list[Path] = []
@@ -290,8 +300,7 @@ def test_deploy_killed_mid_copy_leaves_the_running_release(pi: Pi, copy: str, tm
     else:
         proc.kill()
         pytest.fail(f"the copy never got going: {proc.communicate()}")
-    os.killpg(proc.pid, signal.SIGKILL)  # the laptop lid closes
-    proc.communicate()
+    pi.kill_deploy(proc, before)  # the laptop lid closes
     time.sleep(1)
     assert pi.releases() == [running] and pi.current() == running == pi.runner_release()
     assert pi.serving() and int(str(pi.health()["frames"])) > int(str(frames_before))
@@ -304,13 +313,13 @@ def test_deploy_killed_mid_copy_leaves_the_running_release(pi: Pi, copy: str, tm
 def test_deploy_killed_after_the_switch_still_finishes_on_the_pi(pi: Pi, tmp_path: Path) -> None:
     first = ok(pi.deploy())["release"]
     (Path(pi.env["OUT"]) / "labels.txt").write_text("circle\nsquare\nnew\n")
+    before = set(Path("/tmp").glob("pi-ssh-*"))
     proc = pi.popen(TMPDIR=str(tmp_path))
     assert proc.stderr is not None
     for line in proc.stderr:  # the Pi has switched `current` and is restarting the service
         if "restarting" in line:
             break
-    os.killpg(proc.pid, signal.SIGKILL)  # the laptop goes away before the health check
-    proc.communicate()
+    pi.kill_deploy(proc, before)  # the laptop goes away before the health check
     new = next(r for r in pi.releases() if r != first)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (pi.dir / "releases" / new / ".deploy" / "OK").exists():
