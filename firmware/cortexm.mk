@@ -73,7 +73,11 @@ $(FW_BUILD)/app/%.c.o: $(FW_DIR)/%.c $(SOURCES_MK)
 	@echo "  CC   $(FW_DIR)/$*.c"
 	$(Q)$(CC) $(TFLM_CCFLAGS) -O2 $(APP_DEFS) $(APP_INCLUDES) -c $< -o $@
 
-$(FW_BUILD)/gen/test_vectors.cc: $(FW_MODEL_DIR)/test_vectors.npz $(FW_DIR)/tools/gen_test_vectors.py
+# Regenerate the vectors when FW_VECTORS changes, not only when the npz does.
+FW_VECTORS_STAMP := $(FW_BUILD)/gen/vectors-$(FW_VECTORS).stamp
+$(FW_VECTORS_STAMP):
+	@mkdir -p $(@D) && rm -f $(FW_BUILD)/gen/vectors-*.stamp && touch $@
+$(FW_BUILD)/gen/test_vectors.cc: $(FW_MODEL_DIR)/test_vectors.npz $(FW_DIR)/tools/gen_test_vectors.py $(FW_VECTORS_STAMP)
 	@mkdir -p $(@D)
 	$(Q)$(PY) $(FW_DIR)/tools/gen_test_vectors.py $< $@ --count $(FW_VECTORS)
 $(FW_BUILD)/gen/test_vectors.o: $(FW_BUILD)/gen/test_vectors.cc

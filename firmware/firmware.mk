@@ -65,7 +65,7 @@ flash-cortexm: flash-check firmware
 # Fill the TFLM cache from upstream (needs network): the pinned commit + its downloads.
 tflm:
 	@mkdir -p $(TFLM_CACHE)
-	@if [ ! -d $(TFLM_CACHE)/tflite-micro/.git ]; then \
+	@if [ ! -e $(TFLM_CACHE)/tflite-micro/.git ]; then \
 	  git clone --filter=blob:none $(TFLM_REPO) $(TFLM_CACHE)/tflite-micro || { echo "error: cannot reach $(TFLM_REPO); set TFLM_DIR to a local checkout"; exit 1; }; fi
 	cd $(TFLM_CACHE)/tflite-micro && git checkout -q $(TFLM_PIN)
 	cd $(TFLM_CACHE)/tflite-micro && PATH=$(abspath $(dir $(PY))):$$PATH $(MAKE) -s \

@@ -124,9 +124,10 @@ def test_an386_bit_exact_on_test_vectors(tiny_build: Path, tmp_path: Path, kerne
         assert (tmp_path / "firmware" / f"{tiny_build.name}-mps2-an386-{kernels}" / f).stat().st_size > 0
 
 
-def test_an500_cortex_m7_bit_exact(tiny_build: Path, tmp_path: Path) -> None:
-    proc, res = build_and_run(tiny_build, tmp_path, "mps2-an500", "cmsis_nn", vectors=4,
-                              arch="cortex-m7+fp")
+@pytest.mark.parametrize("board,arch", [("mps2-an500", "cortex-m7+fp"), ("mps3-an547", "cortex-m55")])
+def test_other_cores_bit_exact(tiny_build: Path, tmp_path: Path, board: str, arch: str) -> None:
+    """Cortex-M7 (AN500) and Cortex-M55 with Helium (AN547, CMSIS-NN's MVE kernels)."""
+    proc, res = build_and_run(tiny_build, tmp_path, board, "cmsis_nn", vectors=4, arch=arch)
     assert_bit_exact(proc, res, tiny_build, 4)
 
 

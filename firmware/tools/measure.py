@@ -1,0 +1,73 @@
+"""Measure firmware builds under QEMU: sizes, arena used, instructions per inference.
+
+    python firmware/tools/measure.py [--board mps2-an386] [--kernels cmsis_nn reference] \
+        NAME=MODEL_DIR [NAME=MODEL_DIR ...]
+
+For each model directory (tflm/ + test_vectors.npz, as `make` or tools/tflm_model.py write
+them) and each kernel set: `make run-qemu`, then a Markdown table row with text / data / bss
+of the ELF (text also without the embedded test vectors), the arena the firmware reports
+(`arena_used_bytes`, measured on the target), the mean instructions per inference, and the
+number of outputs that differ from the host tflite-micro runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def nm_sizes(elf: Path) -> dict[str, int]:
+    out = subprocess.run(["arm-none-eabi-nm", "-S", "-C", str(elf)], capture_output=True, text=True).stdout
+    sizes = {}
+    for line in out.splitlines():
+        p = line.split()
+        if len(p) >= 4:
+            sizes[" ".join(p[3:])] = int(p[1], 16)
+    return sizes
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", help="NAME=MODEL_DIR")
+    ap.add_argument("--board", default="mps2-an386")
+    ap.add_argument("--kernels", nargs="+", default=["cmsis_nn", "reference"])
+    ap.add_argument("--out", default="build")
+    ap.add_argument("--vectors", type=int, default=3)
+    a = ap.parse_args(argv)
+    print("| model | kernels | text | text w/o test vectors | data | bss | arena used | instructions / inference | mismatches |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    status = 0
+    for spec in a.models:
+        name, _, model_dir = spec.partition("=")
+        model_dir = str(Path(model_dir).resolve())
+        for k in a.kernels:
+            args = [f"BOARD={a.board}", f"OPTIMIZED_KERNEL_DIR={k}", f"FW_MODEL_DIR={model_dir}",
+                    f"OUT={a.out}", f"FW_VECTORS={a.vectors}"]
+            p = subprocess.run(["make", "--no-print-directory", "run-qemu", *args], cwd=ROOT,
+                               capture_output=True, text=True)
+            text = p.stdout.replace("\r", "")
+            build = ROOT / a.out / "firmware" / f"{Path(model_dir).name}-{a.board}-{('cmsis_nn' if k == 'cmsis_nn' else 'reference')}"
+            m_arena = re.search(r"arena_used_bytes (\d+) of (\d+)", text)
+            m_instr = re.search(r"instructions_per_inference mean (\d+)", text)
+            m_mis = re.search(r"mismatched_outputs (\d+)", text)
+            if not (m_arena and m_instr and m_mis) or p.returncode != 0:
+                print(f"| {name} | {k} | run failed ({p.returncode}) | | | | | | |")
+                sys.stderr.write(text[-3000:] + p.stderr[-3000:])
+                status = 1
+                continue
+            size = subprocess.run(["arm-none-eabi-size", str(build / "firmware.elf")], capture_output=True,
+                                  text=True).stdout.splitlines()[1].split()
+            t, d, b = map(int, size[:3])
+            vec = sum(v for s, v in nm_sizes(build / "firmware.elf").items() if s.startswith("g_test_vector_"))
+            print(f"| {name} | {k} | {t} | {t - vec} | {d} | {b} | {m_arena[1]} (of {m_arena[2]}) | "
+                  f"{int(m_instr[1]):,} | {m_mis[1]} |", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
