@@ -34,6 +34,7 @@ const tflite::Model* model = nullptr;
 tflite::MicroInterpreter* interpreter = nullptr;
 TfLiteTensor* input = nullptr;
 tinyml::ScoreSmoother smoother;
+bool smoothing = false;  // off for models with more classes than the smoother holds
 
 #if defined(FW_ARENA_SECTION)
 __attribute__((section(FW_ARENA_SECTION)))
@@ -98,7 +99,11 @@ bool setup() {
     BoardPrintf("error: model tensors do not match model_settings.h\n");
     return false;
   }
-  smoother.Init(kCategoryCount, FW_SMOOTHING_WINDOW, FW_SMOOTHING_THRESHOLD, 1);
+  smoothing = smoother.Init(kCategoryCount, FW_SMOOTHING_WINDOW, FW_SMOOTHING_THRESHOLD, 1);
+  if (!smoothing) {
+    BoardPrintf("smoothing off: %d classes (at most %d)\n", (int)kCategoryCount,
+                tinyml::ScoreSmoother::kMaxClasses);
+  }
   BoardPrintf("model bytes %u ops %d input %dx%dx%d classes %d\n", (unsigned)g_model_data_len,
               (int)kNumOps, (int)kNumRows, (int)kNumCols, (int)kNumChannels, (int)kCategoryCount);
   BoardPrintf("arena_used_bytes %u of %u\n", (unsigned)interpreter->arena_used_bytes(),
@@ -132,9 +137,13 @@ bool loop() {
   c.expected = ExpectedScores(image_index);
   c.label = ExpectedLabel(image_index);
   c.counter = used;
-  const tinyml::ScoreSmoother::Result r = smoother.Update(scores);
-  c.smoothed_label = r.accepted ? r.label : -1;
-  c.smoothed_changed = r.changed;
+  c.smoothed_label = -1;
+  c.smoothed_changed = false;
+  if (smoothing) {
+    const tinyml::ScoreSmoother::Result r = smoother.Update(scores);
+    c.smoothed_label = r.accepted ? r.label : -1;
+    c.smoothed_changed = r.changed;
+  }
   if (c.expected != nullptr) {
     int diff = 0;
     for (int i = 0; i < kCategoryCount; ++i) diff += scores[i] != c.expected[i];

@@ -15,10 +15,8 @@ bool led_ready = false;
 void RespondToClassification(const Classification& c) {
   int top[3];
   const int n = tinyml::TopK(c.scores, c.count, 3, top);
-  float probs[tinyml::ScoreSmoother::kMaxClasses];
-  if (c.count <= tinyml::ScoreSmoother::kMaxClasses) {
-    tinyml::SoftmaxDequantized(c.scores, c.count, kOutputScale, kOutputZeroPoint, probs);
-  }
+  static float probs[kCategoryCount];
+  tinyml::SoftmaxDequantized(c.scores, c.count, kOutputScale, kOutputZeroPoint, probs);
   ESP_LOGI(TAG, "frame %d: %s %.2f (2nd %s %.2f) smoothed %s, %llu cycles%s", c.index,
            kCategoryLabels[top[0]], probs[top[0]], n > 1 ? kCategoryLabels[top[1]] : "-",
            n > 1 ? probs[top[1]] : 0.0f,
