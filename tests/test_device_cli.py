@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import socket
 import statistics
 from pathlib import Path
 
@@ -81,6 +82,15 @@ def test_picamera2_missing_says_how_to_get_it(build: Path) -> None:
     r = run_device("run", "--model", str(build), "--source", "picamera2")
     one_line_error(r, "sudo apt install python3-picamera2")
     assert "--system-site-packages" in r.stderr
+
+
+def test_web_port_in_use(build: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_device("run", "--model", str(build), "--source", str(held_out(build)[0]), "--web", "--port", str(port))
+    one_line_error(r, f"cannot serve on 127.0.0.1:{port}")
 
 
 def test_sigterm_stops_cleanly(build: Path) -> None:
