@@ -16,7 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.models import ARCHS, build_model
 from pipeline.models.common import make_divisible
 from pipeline.models.mobilenet_v2 import v2_last_channels
-from pipeline.models.mobilenet_v3 import HardSigmoid
+from pipeline.models.mobilenet_v3 import HardSigmoid, HardSwish
 from pipeline.models.pretrained import (
     default_weights_name,
     load_keras_weights,
@@ -170,13 +170,39 @@ def test_stride2_convs_are_same_padded_explicitly(arch: str) -> None:
     assert seen == 5
 
 
-def test_v3_uses_no_hardsigmoid_op() -> None:
+def test_v3_hard_activations_spelled_out() -> None:
     for arch in ("mobilenet_v3_small", "mobilenet_v3_large"):
         model = build_model(arch, 1.0, 10)
-        assert not any(isinstance(m, nn.Hardsigmoid) for m in model.modules())
+        assert not any(isinstance(m, nn.Hardsigmoid | nn.Hardswish) for m in model.modules())
         assert any(isinstance(m, HardSigmoid) for m in model.modules())
+        assert any(isinstance(m, HardSwish) for m in model.modules())
     x = torch.linspace(-5, 5, 101)
     assert torch.allclose(HardSigmoid()(x), torch.nn.functional.hardsigmoid(x))
+    assert torch.allclose(HardSwish()(x), torch.nn.functional.hardswish(x))
+
+
+# ONNX ops onnx2tf turns into TFLM builtins without layout shuffles (Conv pads folded).
+ONNX_OK = {"Conv", "Add", "Mul", "Clip", "Relu", "GlobalAveragePool", "Flatten", "Gemm"}
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_onnx_graph_has_no_pad_transpose_or_hardsigmoid(arch: str, tmp_path: Path) -> None:
+    """The pipeline's ONNX export: explicit SAME pads fold into the convolutions, and neither
+    HardSigmoid (-> RELU_0_TO_1, not in TFLM) nor Pad/Transpose/Reshape appear."""
+    import onnx
+
+    from pipeline.export import export_onnx
+
+    model = build_model(arch, 0.25, 3, resolution=64)
+    path = export_onnx(model, 64, 3, tmp_path / "model.onnx")
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert ops <= ONNX_OK, sorted(ops - ONNX_OK)
+    convs = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    strided = [n for n in convs if any(a.name == "strides" and list(a.ints) == [2, 2] for a in n.attribute)]
+    assert len(strided) == 5
+    for node in strided:  # SAME on even inputs: the extra row/column at the bottom/right
+        pads = next(list(a.ints) for a in node.attribute if a.name == "pads")
+        assert pads[0] == pads[1] and pads[2] == pads[3] and pads[2] == pads[0] + 1, pads
 
 
 # --------------------------------------------------------------------------------------------

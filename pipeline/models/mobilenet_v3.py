@@ -14,9 +14,13 @@ torchvision; Keras keeps it at 16, which is the same for every width with Keras 
 (0.75, 1.0). The last 1x1 conv has 6x the last block's channels, the hidden classifier layer
 1024 (Small) / 1280 (Large), scaled only when `width > 1`.
 
-Hard-sigmoid is written `relu6(x + 3) / 6` (ADD, RELU6, MUL in TFLite): ONNX's HardSigmoid
-converts to an op that TFLM has no kernel for. h-swish exports as ONNX HardSwish, which
-becomes TFLite HARD_SWISH, a TFLM builtin.
+Hard-sigmoid is written `relu6(x + 3) / 6` and h-swish `x * relu6(x + 3) / 6`, not with
+nn.Hardsigmoid / nn.Hardswish: ONNX's HardSigmoid converts to TFLite RELU_0_TO_1, which TFLM
+has no kernel for, and below opset 14 (no HardSwish op) PyTorch exports nn.Hardswish as
+`x * HardSigmoid(x)`. Spelled out, they export at any opset as Add/Clip/Mul, and the TFLite
+converter folds them into the convolutions (bias + 3, fused RELU6) and fuses h-swish back
+into HARD_SWISH: a V3 graph holds CONV_2D, DEPTHWISE_CONV_2D, HARD_SWISH, MUL, ADD, MEAN,
+FULLY_CONNECTED, all TFLM builtins.
 """
 
 from __future__ import annotations
@@ -86,6 +90,13 @@ class HardSigmoid(nn.Module):
         return F.relu6(x + 3.0) * (1.0 / 6.0)
 
 
+class HardSwish(nn.Module):
+    """x * relu6(x + 3) / 6: nn.Hardswish's function, spelled so that it exports at any opset."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * F.relu6(x + 3.0) * (1.0 / 6.0)
+
+
 class SqueezeExcite(nn.Module):
     """Global average pool, 1x1 conv + ReLU, 1x1 conv + hard-sigmoid, scale the input."""
 
@@ -152,7 +163,7 @@ class MobileNetV3(nn.Module):
     ) -> None:
         super().__init__()
         stem = make_divisible(V3_STEM * width)
-        layers: list[nn.Module] = [ConvBNAct(in_channels, stem, 3, 2, activation=nn.Hardswish)]
+        layers: list[nn.Module] = [ConvBNAct(in_channels, stem, 3, 2, activation=HardSwish)]
         channels, table_channels = stem, V3_STEM
         for row in blocks:
             out_channels = make_divisible(row.out * width)
@@ -162,7 +173,7 @@ class MobileNetV3(nn.Module):
                 if row.expanded == table_channels
                 else make_divisible(channels * (row.expanded / table_channels))
             )
-            activation: type[nn.Module] = nn.Hardswish if row.hswish else nn.ReLU
+            activation: type[nn.Module] = HardSwish if row.hswish else nn.ReLU
             layers.append(
                 InvertedResidualV3(
                     channels, expanded, out_channels, row.kernel, row.stride, row.se, activation
@@ -170,13 +181,13 @@ class MobileNetV3(nn.Module):
             )
             channels, table_channels = out_channels, row.out
         last_conv = make_divisible(channels * 6)
-        layers.append(ConvBNAct(channels, last_conv, 1, activation=nn.Hardswish))
+        layers.append(ConvBNAct(channels, last_conv, 1, activation=HardSwish))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         head = make_divisible(head_channels * width) if width > 1.0 else head_channels
         self.classifier = nn.Sequential(
             nn.Linear(last_conv, head),
-            nn.Hardswish(),
+            HardSwish(),
             nn.Dropout(dropout),
             nn.Linear(head, num_classes),
         )
