@@ -157,8 +157,8 @@ class Picamera2Source:
     live = True
     name = "picamera2"
 
-    def __init__(self, size: tuple[int, int]) -> None:
-        self.size = size
+    def __init__(self, size: tuple[int, int], timeout_s: float = 5.0) -> None:
+        self.size, self.timeout_s = size, timeout_s
         self._cam: Any = None
         self._index = 0
 
@@ -183,9 +183,13 @@ class Picamera2Source:
         if self._cam is None:
             raise SourceError("picamera2 is not open")
         try:
-            rgb = self._cam.capture_array("main")
-        except Exception as e:  # a camera that disconnects raises from libcamera
-            raise SourceError(f"picamera2: capture failed: {e}") from None
+            job = self._cam.capture_array("main", wait=False)
+            try:
+                rgb = self._cam.wait(job, timeout=self.timeout_s)  # a camera that stops sending frames
+            except TypeError:  # picamera2 before 0.3.13 has no timeout here
+                rgb = self._cam.wait(job)
+        except Exception as e:  # libcamera errors, TimeoutError: the caller reopens the camera
+            raise SourceError(f"picamera2: capture failed: {type(e).__name__}: {e}") from None
         frame = Frame(np.ascontiguousarray(rgb[..., :3]), self._index, str(self._index))
         self._index += 1
         return frame
