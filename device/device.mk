@@ -11,5 +11,4 @@ device-bench: $(STAMP)
 	$(PY) -m device bench --model $(OUT) $(ARGS)
 
 device-test: $(STAMP)
-	$(PY) -m pytest -q tests/test_device_parity.py tests/test_device_web.py tests/test_device_robust.py \
-		tests/test_device_cli.py tests/test_device_support.py $(ARGS)
+	$(PY) -m pytest -q $(wildcard tests/test_device_*.py) $(ARGS)
