@@ -49,8 +49,9 @@ run-qemu: firmware
 	test -n "$$QM" || { echo "error: BOARD=$(BOARD) is real hardware; use make flash-cortexm"; exit 1; }; \
 	command -v $(QEMU_ARM) >/dev/null || { echo "error: $(QEMU_ARM) not found: sudo apt-get install qemu-system-arm"; exit 1; }; \
 	timeout $(FW_QEMU_TIMEOUT) $(QEMU_ARM) -M $$QM -nographic -monitor none \
-	  $$( [ "$$CON" = uart ] && echo "-serial stdio" || echo "-serial null" ) \
-	  -semihosting-config enable=on,target=native -icount shift=0 -kernel $(FW_BUILD)/firmware.elf
+	  $$( [ "$$CON" = uart ] && echo "-serial stdio -semihosting-config enable=on,target=native" \
+	    || echo "-serial null -chardev stdio,id=con0 -semihosting-config enable=on,target=native,chardev=con0" ) \
+	  -icount shift=0 -kernel $(FW_BUILD)/firmware.elf
 
 flash-check:
 	@PT=$$(sed -n 's/^BOARD_PYOCD_TARGET *:= *//p' $(FW_DIR)/boards/$(BOARD).mk 2>/dev/null); \
