@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             p = subprocess.run(["make", "--no-print-directory", "run-qemu", *args], cwd=ROOT,
                                capture_output=True, text=True)
             text = p.stdout.replace("\r", "")
-            build = ROOT / a.out / "firmware" / f"{Path(model_dir).name}-{a.board}-{('cmsis_nn' if k == 'cmsis_nn' else 'reference')}"
+            # firmware.mk's FW_MODEL_NAME: "model" for the pipeline's own OUT, else the dir name.
+            mname = "model" if Path(model_dir) == (ROOT / a.out).resolve() else Path(model_dir).name
+            kdir = "cmsis_nn" if k == "cmsis_nn" else "reference"
+            build = ROOT / a.out / "firmware" / f"{mname}-{a.board}-{kdir}"
             m_arena = re.search(r"arena_used_bytes (\d+) of (\d+)", text)
             m_instr = re.search(r"instructions_per_inference mean (\d+)", text)
             m_mis = re.search(r"mismatched_outputs (\d+)", text)
