@@ -41,5 +41,6 @@ clean:
 
 # Board, device and deploy targets live beside their code.
 -include firmware/firmware.mk
+-include device/device.mk
 -include device/deploy/deploy.mk
 -include bench.mk

@@ -26,8 +26,8 @@ class BuildConfig:
     color: str = "rgb"  # "rgb" or "gray"
     pretrained: str | None = None  # Keras .h5 file (or a known name) for transfer learning
     # training
-    epochs: int = 30
-    batch_size: int = 64
+    epochs: int = 40
+    batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 5e-5
     label_smoothing: float = 0.1
@@ -40,7 +40,7 @@ class BuildConfig:
     test_fraction: float = 0.2  # only for a single folder without a train/test split
     min_images_per_class: int = 5
     max_bad_fraction: float = 0.05  # unreadable images tolerated (skipped and counted)
-    generated_train_per_class: int = 250
+    generated_train_per_class: int = 300
     generated_test_per_class: int = 60
     # conversion
     calibration_images: int = 200

@@ -28,6 +28,7 @@ TEST_NAMES = ("test", "testing")
 
 SHAPES = ("circle", "square", "star", "triangle")
 GENERATED_SIZE = 128
+GENERATOR_VERSION = 3  # bump when render_shape changes: cached datasets are regenerated
 
 
 def _shape_polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list:
@@ -77,9 +78,9 @@ def render_shape(kind: str, rng: np.random.Generator, size: int = GENERATED_SIZE
     marker = rng.integers(0, 140, 3)
     marker[int(rng.integers(3))] = rng.integers(0, 256)  # some markers are coloured
     fill = tuple(int(c) for c in marker)
-    outline_only = rng.uniform() < 0.4
+    outline_only = rng.uniform() < 0.25
     line_w = max(2, int(rng.uniform(0.05, 0.12) * r))
-    angle = float(rng.uniform(0, 2 * math.pi))
+    angle = -math.pi / 2 + float(rng.uniform(-0.45, 0.45))  # held up roughly upright: +-25 degrees
     if kind == "circle":
         sx = r * rng.uniform(0.8, 1.0)  # a little perspective squash
         box = [cx - sx, cy - r, cx + sx, cy + r]
@@ -105,9 +106,13 @@ def generate_default(root: Path, train_per_class: int, test_per_class: int, seed
     from PIL import Image
 
     done = root / ".complete"
-    stamp = f"{SHAPES} {train_per_class} {test_per_class} {seed} {GENERATED_SIZE}"
+    stamp = f"v{GENERATOR_VERSION} {SHAPES} {train_per_class} {test_per_class} {seed} {GENERATED_SIZE}"
     if done.is_file() and done.read_text() == stamp:
         return root
+    if root.exists():  # another generator version or size: start afresh
+        import shutil
+
+        shutil.rmtree(root)
     from tqdm import tqdm
 
     jobs = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ def export_onnx(model: nn.Module, resolution: int, in_channels: int, path: str |
     """Write `model` as simplified ONNX (NCHW float input, dynamic batch), atomically."""
     model = model.eval().cpu()
     dummy = torch.zeros(1, in_channels, resolution, resolution)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on padding arithmetic onnxsim folds below
         tmp_path = Path(tmp) / "model.onnx"
         torch.onnx.export(
             model,

@@ -85,9 +85,15 @@ def box_reduce(img: np.ndarray, k: int) -> np.ndarray:
     oh, ow = h // k, w // k
     y0 = (h - oh * k) // 2
     x0 = (w - ow * k) // 2
-    block = img[y0 : y0 + oh * k, x0 : x0 + ow * k].astype(np.uint32)
-    block = block.reshape(oh, k, ow, k, -1).sum(axis=(1, 3))
-    return ((block + (k * k) // 2) // (k * k)).astype(np.uint8)
+    block = img[y0 : y0 + oh * k, x0 : x0 + ow * k]
+    acc = np.uint16 if k * k * 255 < 65536 else np.uint32
+    rows = block[0::k].astype(acc)  # sum k strided rows, then k strided columns
+    for i in range(1, k):
+        rows += block[i::k]
+    sums = rows[:, 0::k].copy()
+    for j in range(1, k):
+        sums += rows[:, j::k]
+    return ((sums.astype(np.uint32) + (k * k) // 2) // (k * k)).astype(np.uint8)
 
 
 def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -103,18 +109,20 @@ def _bilinear_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 def bilinear_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Half-pixel-centre bilinear resize in 11-bit fixed point (exact in int32)."""
+    """Half-pixel-centre bilinear resize in 11-bit fixed point.
+
+    value = (sum of p_ij * wy_i * wx_j + 2^21) >> 22 over the four neighbours, exact in
+    int32 (255 * 2^22 + 2^21 < 2^31), so the order of the two passes does not matter.
+    """
     h, w = img.shape[:2]
     if (h, w) == (out_h, out_w):
         return img
     y0, y1, wy = _bilinear_taps(h, out_h)
     x0, x1, wx = _bilinear_taps(w, out_w)
-    src = img.astype(np.int64)
-    wx_ = wx[None, :, None]
-    top = src[y0][:, x0] * (WEIGHT_ONE - wx_) + src[y0][:, x1] * wx_
-    bot = src[y1][:, x0] * (WEIGHT_ONE - wx_) + src[y1][:, x1] * wx_
-    wy_ = wy[:, None, None]
-    val = top * (WEIGHT_ONE - wy_) + bot * wy_
+    wy_ = wy.astype(np.int32)[:, None, None]
+    col = img[y0].astype(np.int32) * (WEIGHT_ONE - wy_) + img[y1].astype(np.int32) * wy_
+    wx_ = wx.astype(np.int32)[None, :, None]
+    val = col[:, x0] * (WEIGHT_ONE - wx_) + col[:, x1] * wx_
     shift = 2 * WEIGHT_BITS
     return ((val + (1 << (shift - 1))) >> shift).astype(np.uint8)
 

@@ -110,11 +110,11 @@ def write_report(cfg: BuildConfig, ckpt: dict[str, Any]) -> dict[str, Any]:
         "tflm": {**micro["tflm"], "vs_previous": micro["vs_int8"]},
     }
     gates = [
-        {"stage": "onnx", "check": "max |torch - onnx| logits", "value": export["vs_torch"]["max_abs_diff"],
+        {"stage": "onnx", "check": "max abs(torch - onnx) logits", "value": export["vs_torch"]["max_abs_diff"],
          "limit": cfg.onnx_tolerance, "passed": export["vs_torch"]["max_abs_diff"] < cfg.onnx_tolerance},
         {"stage": "int8_tflite", "check": "top-1 drop vs float (points)", "value": conv["vs_onnx"]["top1_drop"],
          "limit": cfg.int8_max_drop, "passed": conv["vs_onnx"]["top1_drop"] <= cfg.int8_max_drop},
-        {"stage": "tflm", "check": "max |TFLM - LiteRT ref| (LSB)", "value": micro["vs_int8"]["max_lsb_diff"],
+        {"stage": "tflm", "check": "max abs(TFLM - LiteRT ref) (LSB)", "value": micro["vs_int8"]["max_lsb_diff"],
          "limit": cfg.tflm_max_lsb, "passed": micro["vs_int8"]["max_lsb_diff"] <= cfg.tflm_max_lsb},
         {"stage": "tflm", "check": "top-1 agreement vs LiteRT ref (%)", "value": micro["vs_int8"]["top1_agreement"],
          "limit": cfg.tflm_min_agreement, "passed": micro["vs_int8"]["top1_agreement"] >= cfg.tflm_min_agreement},

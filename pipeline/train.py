@@ -121,13 +121,11 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
 
 
 def _load_pretrained(model: nn.Module, cfg: BuildConfig) -> str:
-    try:
-        from .models.pretrained import load_keras_weights, resolve_weights
-    except ImportError:
-        raise PipelineError("pretrained weights are not supported in this version") from None
-    path = resolve_weights(cfg.pretrained, cfg.arch, cfg.width)
+    from .models.pretrained import load_keras_weights, resolve_pretrained
+
+    path = resolve_pretrained(cfg.pretrained)
     n = load_keras_weights(model, path)
-    return f"{path} ({n} tensors)"
+    return f"{path.name} ({n:,} values, ImageNet)"
 
 
 def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:

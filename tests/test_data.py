@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_pipeline
 from PIL import Image
 
-from conftest import run_pipeline
 from pipeline.data import SHAPES, discover, generate_default, load_arrays, render_shape
 from pipeline.errors import PipelineError
 from pipeline.preprocess import Preprocess

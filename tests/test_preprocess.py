@@ -105,3 +105,40 @@ def test_truncated_file_raises(tmp_path) -> None:
     (tmp_path / "bad.jpg").write_bytes(data[: len(data) // 3])
     with pytest.raises(OSError):
         load_rgb(tmp_path / "bad.jpg")
+
+
+def _reference_resize(img: np.ndarray, out: int) -> np.ndarray:
+    """The definition written out pixel by pixel (slow): four taps, 11-bit weights."""
+    from pipeline.preprocess import WEIGHT_ONE, _bilinear_taps
+
+    h, w = img.shape[:2]
+    y0, y1, wy = _bilinear_taps(h, out)
+    x0, x1, wx = _bilinear_taps(w, out)
+    res = np.zeros((out, out, img.shape[2]), np.uint8)
+    for i in range(out):
+        for j in range(out):
+            p = img.astype(np.int64)
+            v = (p[y0[i], x0[j]] * (WEIGHT_ONE - wx[j]) + p[y0[i], x1[j]] * wx[j]) * (WEIGHT_ONE - wy[i]) + (
+                p[y1[i], x0[j]] * (WEIGHT_ONE - wx[j]) + p[y1[i], x1[j]] * wx[j]
+            ) * wy[i]
+            res[i, j] = (v + (1 << 21)) >> 22
+    return res
+
+
+@pytest.mark.parametrize("shape, k", [((12, 12, 3), 3), ((13, 17, 1), 4), ((40, 41, 3), 17)])
+def test_fast_box_reduce_equals_the_definition(shape: tuple[int, ...], k: int) -> None:
+    img = np.random.default_rng(k).integers(0, 256, shape, dtype=np.uint8)
+    h, w = shape[0] // k, shape[1] // k
+    y0, x0 = (shape[0] - h * k) // 2, (shape[1] - w * k) // 2
+    ref = np.zeros((h, w, shape[2]), np.uint8)
+    for i in range(h):
+        for j in range(w):
+            s = img[y0 + i * k : y0 + (i + 1) * k, x0 + j * k : x0 + (j + 1) * k].astype(int).sum(axis=(0, 1))
+            ref[i, j] = (s + k * k // 2) // (k * k)
+    assert (box_reduce(img, k) == ref).all()
+
+
+@pytest.mark.parametrize("shape, out", [((19, 19, 3), 7), ((10, 10, 1), 23), ((31, 31, 3), 16)])
+def test_fast_bilinear_equals_the_definition(shape: tuple[int, ...], out: int) -> None:
+    img = np.random.default_rng(out).integers(0, 256, shape, dtype=np.uint8)
+    assert (bilinear_resize(img, out, out) == _reference_resize(img, out)).all()
