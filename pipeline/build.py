@@ -76,18 +76,17 @@ def run_data(cfg: BuildConfig) -> dict[str, Any]:
 def run_train(cfg: BuildConfig) -> dict[str, Any]:
     import torch
 
-    from .data import prepare
+    from .data import preprocess_spec
     from .evaluate import scores
-    from .train import evaluate_logits, model_from_checkpoint, train
+    from .train import dist_info, evaluate_logits, model_from_checkpoint, prepare_once, train
 
     t0 = time.time()
-    prepared = prepare(cfg)
+    rank, world = dist_info()
+    prepared = prepare_once(cfg, preprocess_spec(cfg), rank, world)
     ckpt = train(cfg, prepared)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if rank != 0:
         return {}
     model = model_from_checkpoint(ckpt)
-    from .data import preprocess_spec
-
     logits = evaluate_logits(model, prepared.test.images, preprocess_spec(cfg), torch.device("cpu"))
     res = {
         "float": scores(logits, prepared.test.labels, ckpt["labels"]),

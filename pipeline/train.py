@@ -60,16 +60,21 @@ def to_input(images: np.ndarray | torch.Tensor, spec: Preprocess, device: torch.
     return (x - spec.mean) / spec.std
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, hflip: bool, gray: bool) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, gen: torch.Generator, hflip: bool, gray: bool, total: int | None = None, offset: int = 0
+) -> torch.Tensor:
     """Random resized crop, flip, small rotation, brightness / contrast / saturation jitter.
 
-    `x` is a float NCHW batch in pixel units [0, 255]; the result too.
+    `x` is a float NCHW batch in pixel units [0, 255]; the result too. Under DDP each
+    process holds rows offset..offset+n of a global batch of `total`: the random draws are
+    made for the whole global batch, so N processes augment exactly as one would.
     """
     n = x.shape[0]
+    total = total or n
     dev = x.device
 
     def u(lo: float, hi: float) -> torch.Tensor:
-        return (torch.rand(n, generator=gen) * (hi - lo) + lo).to(dev)
+        return (torch.rand(total, generator=gen)[offset : offset + n] * (hi - lo) + lo).to(dev)
 
     scale = u(0.7, 1.05)  # < 1 zooms in: a random crop of 49%..100% of the area
     angle = u(-12, 12) * math.pi / 180
@@ -128,6 +133,17 @@ def _load_pretrained(model: nn.Module, cfg: BuildConfig) -> str:
     return f"{path.name} ({n:,} values, ImageNet)"
 
 
+def prepare_once(cfg: BuildConfig, spec: Preprocess, rank: int, world: int) -> Prepared:
+    """Rank 0 generates / decodes the dataset into the cache first; the others then read it."""
+    if world == 1:
+        return prepare(cfg, spec)
+    import torch.distributed as dist
+
+    prepared = prepare(cfg, spec) if rank == 0 else None
+    dist.barrier()
+    return prepared or prepare(cfg, spec)
+
+
 def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
     """Train and write model.pt (the best validation checkpoint). Returns the checkpoint."""
     rank, world = dist_info()
@@ -137,7 +153,8 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     spec = preprocess_spec(cfg)
-    prepared = prepared or prepare(cfg, spec)
+    if prepared is None:
+        prepared = prepare_once(cfg, spec, rank, world)
     ds, tr = prepared.dataset, prepared.train
     labels = ds.classes
     k = len(labels)
@@ -201,7 +218,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
         for s in bar:
             idx = order[s * global_batch : (s + 1) * global_batch][rank * per_rank : (rank + 1) * per_rank]
             xb = torch.as_tensor(x_train[idx], device=device).permute(0, 3, 1, 2).float()
-            xb = augment(xb, gen, cfg.hflip, spec.color == "gray")
+            xb = augment(xb, gen, cfg.hflip, spec.color == "gray", global_batch, rank * per_rank)
             xb = (xb - spec.mean) / spec.std
             yb = torch.as_tensor(y_train[idx], device=device)
             logits = net(xb)
@@ -252,7 +269,14 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
                 {"config": _train_signature(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
                  "sched": sched.state_dict(), "history": history, "best": best, "epoch": epoch},
             )
-        if bad_epochs >= cfg.patience:
+        stop = bad_epochs >= cfg.patience
+        if world > 1:  # rank 0 decides: BN running stats differ slightly between processes
+            import torch.distributed as dist
+
+            flag = torch.tensor([int(stop)])
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        if stop:
             if rank == 0:
                 log(f"early stop: no better validation score for {cfg.patience} epochs")
             break
