@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, TINY_ARGS, TINY_CONFIG, run_pipeline
+
 from pipeline.train import augment
 
 
