@@ -33,7 +33,9 @@ def _options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", dest="batch_size", type=int, help="batch size (default 32)")
     g.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
     g.add_argument("--seed", type=int, help="seed for data generation, splits and training (default 0)")
-    g.add_argument("--pretrained", help="Keras ImageNet .h5 weights file (or a known name) to start from")
+    g.add_argument("--pretrained", help="ImageNet backbone to start from: a Keras .h5 file, a name like "
+                   "mobilenet_v1_0.25_224, 'auto' (default: the published one when cached or downloadable) "
+                   "or 'none' (from scratch)")
     g.add_argument("--no-hflip", dest="hflip", action="store_const", const=False,
                    help="no horizontal flips in augmentation (when mirroring changes the class)")
     g.add_argument("--resume", action="store_const", const=True, help="continue an interrupted training run")

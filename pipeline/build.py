@@ -174,8 +174,10 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
     if drop > cfg.int8_max_drop:
         raise GateError(
             f"int8 gate failed: int8 top-1 {int8['top1']:.2f}% is {drop:.2f} points below float "
-            f"{float_acc:.2f}% (limit {cfg.int8_max_drop}). Try more --calibration-images, more "
-            "epochs, or an arch without h-swish / squeeze-excite (mobilenet_v1, mobilenet_v2)."
+            f"{float_acc:.2f}% (limit {cfg.int8_max_drop}). Try more --calibration-images or more "
+            "--epochs (a model with confident outputs quantises better)"
+            + (", or an arch without h-swish / squeeze-excite (mobilenet_v1, mobilenet_v2)."
+               if cfg.arch.startswith("mobilenet_v3") else ".")
         )
     atomic_write_bytes(cfg.out_dir / TFLITE_FILE, model_bytes)
     atomic_write_text(cfg.out_dir / LABELS_FILE, "\n".join(ckpt["labels"]) + "\n")

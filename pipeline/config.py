@@ -24,7 +24,10 @@ class BuildConfig:
     width: float = 0.25
     resolution: int = 96
     color: str = "rgb"  # "rgb" or "gray"
-    pretrained: str | None = None  # Keras .h5 file (or a known name) for transfer learning
+    # ImageNet backbone for transfer learning: a Keras .h5 file, a name such as
+    # mobilenet_v1_0.25_224, "auto" (the published one for arch and width, when cached or
+    # downloadable; scratch otherwise) or "none"
+    pretrained: str | None = "auto"
     # training
     epochs: int = 40
     batch_size: int = 32

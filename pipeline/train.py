@@ -125,11 +125,39 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
     return model.eval()
 
 
+def _auto_weights(cfg: BuildConfig) -> Path | None:
+    """`--pretrained auto`: the published backbone for this arch and width when it is in the
+    cache or can be downloaded; None (train from scratch) otherwise."""
+    from .models.pretrained import PUBLISHED, cache_dir, resolve_pretrained, weights_file
+
+    widths, resolutions = PUBLISHED.get(cfg.arch, ((), ()))
+    if cfg.width not in widths:
+        log(f"pretrained: none published for {cfg.arch} width {cfg.width:g}; training from scratch")
+        return None
+    by_distance = sorted(resolutions, key=lambda r: (abs(r - cfg.resolution), r))
+    names = [f"{cfg.arch}_{float(cfg.width)}_{r}" for r in by_distance]
+    for name in names:
+        cached = cache_dir() / weights_file(name).file_name
+        if cached.is_file():
+            return cached
+    try:
+        return resolve_pretrained(names[0], timeout=5.0)
+    except PipelineError as exc:
+        log(f"pretrained: {exc}; training from scratch")
+        return None
+
+
 def _load_pretrained(model: nn.Module, cfg: BuildConfig) -> str:
     from .models.pretrained import load_keras_weights, resolve_pretrained
 
-    path = resolve_pretrained(cfg.pretrained)
+    if cfg.pretrained == "auto":
+        path = _auto_weights(cfg)
+        if path is None:
+            return "scratch"
+    else:
+        path = resolve_pretrained(cfg.pretrained)
     n = load_keras_weights(model, path)
+    log(f"pretrained: {path} ({n:,} values)")
     return f"{path.name} ({n:,} values, ImageNet)"
 
 
@@ -166,7 +194,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
 
     model = build_model(cfg.arch, cfg.width, k, spec.channels, cfg.resolution)
     source = "scratch"
-    if cfg.pretrained:
+    if cfg.pretrained and cfg.pretrained != "none":
         source = _load_pretrained(model, cfg)
     model.to(device)
     net: nn.Module = model
