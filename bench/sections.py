@@ -1,0 +1,287 @@
+"""The bench's sections. Each returns a dict with `machine` (a key of `machines`) and its
+rows, or `skipped` with the reason it could not be measured here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .models import Int8Model, input_shape
+from .timing import calls_for, interleaved_runs, summarize_ms
+
+ROOT = Path(__file__).resolve().parents[1]
+PERSON_DETECT_BYTES = 300_568  # TFLM's examples/person_detection model, as published
+PERSON_DETECT_REL = "tensorflow/lite/micro/models/person_detect.tflite"
+
+
+def skipped(reason: str, machine: str | None = None) -> dict[str, Any]:
+    return {"skipped": reason, "machine": machine}
+
+
+# ----------------------------------------------------------------------------------------
+# Host latency: LiteRT (1 thread, all cores) and the TFLM host runtime, interleaved.
+
+
+def _litert_invoke(model: bytes, threads: int) -> Callable[[], object]:
+    import numpy as np
+
+    from pipeline.evaluate import TFLiteModel
+
+    m = TFLiteModel(model, reference=False, threads=threads)
+    x = np.zeros(m.inp["shape"], m.inp["dtype"])
+    m.interp.set_tensor(m.inp["index"], x)
+    return m.interp.invoke
+
+
+def _tflm_invoke(model: bytes, arena: int) -> Callable[[], object]:
+    import numpy as np
+
+    from pipeline.evaluate import TFLMModel
+
+    m = TFLMModel(model, arena)
+    shape = m.interp.get_input_details(0)["shape"]
+    m.interp.set_input(np.zeros(shape, np.int8), 0)
+    return m.interp.invoke
+
+
+def time_models(models: dict[str, Int8Model], arenas: dict[str, int], tflm: set[str], threads_all: int,
+                repeats: int, target_s: float) -> dict[str, dict[str, Any]]:
+    """Median ms per inference of every model on every runtime, all in one interleaved loop.
+
+    Runtimes: `litert_1t`, `litert_all` (LiteRT's default XNNPACK path, 1 thread and
+    `threads_all`), `tflm_host` (tflite-micro's host runtime; only for names in `tflm`).
+    A runtime that cannot load a model gets `{"error": why}` instead of times."""
+    fns: dict[str, tuple[Callable[[], object], int]] = {}
+    out: dict[str, dict[str, Any]] = {name: {} for name in models}
+    for name, m in models.items():
+        makers: dict[str, Callable[[], Callable[[], object]]] = {
+            "litert_1t": lambda m=m: _litert_invoke(m.tflite, 1),
+            "litert_all": lambda m=m: _litert_invoke(m.tflite, threads_all),
+        }
+        if name in tflm:
+            makers["tflm_host"] = lambda m=m, name=name: _tflm_invoke(m.tflite, arenas[name] + 1024)
+        for rt, make in makers.items():
+            try:
+                fn = make()
+            except (ValueError, RuntimeError) as e:
+                out[name][rt] = {"error": str(e).split(".")[0][:200]}
+                continue
+            fns[f"{name}|{rt}"] = (fn, calls_for(fn, target_s))
+    runs = interleaved_runs(fns, repeats)
+    for key, r in runs.items():
+        name, rt = key.split("|")
+        out[name][rt] = {**summarize_ms(r), "calls_per_run": fns[key][1]}
+    return out
+
+
+def latency_section(names: list[str], models: dict[str, Int8Model], arenas: dict[str, int],
+                    timings: dict[str, dict[str, Any]], threads_all: int) -> dict[str, Any]:
+    rows = []
+    for name in names:
+        m = models[name]
+        rows.append({"model": name, **m.info, "tflite_bytes": len(m.tflite), "arena_bytes": arenas[name],
+                     **timings[name]})
+    return {
+        "machine": "host",
+        "threads_all": threads_all,
+        "note": "int8, batch 1, ms per inference: median over repeated runs interleaved in one loop; "
+                "the untrained models' weights are random (latency does not depend on them)",
+        "rows": rows,
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# Conversion quality: ours through ONNX vs Keras + TFLiteConverter.
+
+
+def conversion_section(pairs: list[tuple[str, str]], models: dict[str, Int8Model], arenas: dict[str, int],
+                       ops: dict[str, dict[str, int]], timings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    rows = []
+    for ours_name, keras_name in pairs:
+        row: dict[str, Any] = {"arch": models[ours_name].info["arch"], "width": models[ours_name].info["width"],
+                               "resolution": models[ours_name].info["resolution"],
+                               "classes": models[ours_name].info["classes"]}
+        for side, name in (("ours", ours_name), ("keras", keras_name)):
+            row[side] = {
+                "model": name,
+                "converter": models[name].converter,
+                "tflite_bytes": len(models[name].tflite),
+                "arena_bytes": arenas[name],
+                "ops_total": sum(ops[name].values()),
+                "op_counts": ops[name],
+                "litert_1t_ms": timings[name]["litert_1t"]["median_ms"],
+                "litert_all_ms": timings[name]["litert_all"]["median_ms"],
+            }
+        for rt in ("1t", "all"):
+            row[f"latency_ratio_{rt}"] = round(row["ours"][f"litert_{rt}_ms"] / row["keras"][f"litert_{rt}_ms"], 3)
+        row["goal_met"] = row["latency_ratio_1t"] <= 1.0
+        rows.append(row)
+    return {
+        "machine": "host",
+        "goal": "latency_ratio (our LiteRT ms / Keras-converted LiteRT ms) <= 1.0 on every row",
+        "note": "same architecture, width, input, classes, untrained weights, same calibration images; "
+                "ratios from medians measured in the same interleaved loop",
+        "rows": rows,
+    }
+
+
+# ----------------------------------------------------------------------------------------
+# person_detect
+
+
+def find_person_detect(explicit: str | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    candidates = []
+    if os.environ.get("TFLM_DIR"):
+        candidates.append(Path(os.environ["TFLM_DIR"]) / PERSON_DETECT_REL)
+    candidates.append(ROOT / "firmware" / "third_party" / "tflite-micro" / PERSON_DETECT_REL)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def person_detect_section(path: Path | None, ours_rows: list[tuple[str, Int8Model]], arenas: dict[str, int],
+                          ops: dict[str, dict[str, int]], timings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if path is None or not path.is_file():
+        where = f" at {path}" if path else ""
+        return skipped(f"person_detect.tflite not found{where}: set BENCH_PERSON_DETECT=/path/to/person_detect.tflite "
+                       "or TFLM_DIR to a tflite-micro checkout (make tflm)", "host")
+    rows = []
+    for name, m in ours_rows:
+        rows.append({"model": name, "source": m.converter, **{k: m.info.get(k) for k in ("classes", "weights")},
+                     "input": input_shape(m.tflite), "tflite_bytes": len(m.tflite), "arena_bytes": arenas[name],
+                     "ops_total": sum(ops[name].values()),
+                     "litert_1t_ms": timings[name]["litert_1t"].get("median_ms"),
+                     "tflm_host_ms": timings[name].get("tflm_host", {}).get("median_ms")})
+    return {"machine": "host", "person_detect": str(path), "rows": rows,
+            "note": "arena: smallest the tflite-micro host runtime accepts (64-bit host), measured here for each"}
+
+
+# ----------------------------------------------------------------------------------------
+# Pipeline wall time per stage (from the build's own report).
+
+
+def pipeline_section(out: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    report = out / "report.json"
+    if not report.is_file():
+        return skipped(f"no {report}: run `make build` first"), None
+    r = json.loads(report.read_text())
+    t = r.get("timings_s") or {}
+    machine = {"kind": "build host", **r.get("machine", {}), "generated_at": r.get("generated_at")}
+    return ({"machine": "build", "source": str(report), "timings_s": t, "total_s": round(sum(t.values()), 2),
+             "note": "one build (the stages run once each); train dominates and depends on --epochs"}, machine)
+
+
+# ----------------------------------------------------------------------------------------
+# Device runner: end-to-end FPS / raw interpreter FPS (device/bench.py).
+
+
+def device_section(out: Path, seconds: float, rounds: int) -> dict[str, Any]:
+    if not (out / "metadata.json").is_file():
+        return skipped(f"no build in {out}", "host")
+    cmd = [sys.executable, "-m", "device", "bench", "--model", str(out), "--threads", "1",
+           "--seconds", str(seconds), "--rounds", str(rounds), "--json"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+        return skipped(f"python -m device bench failed ({proc.returncode}): {tail[0]}", "host")
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    keep = ("source", "threads", "seconds", "rounds", "raw_fps", "e2e_fps", "ratio", "ratio_per_round",
+            "ratio_p50", "loop_ratio_p50", "invoke_p50_ms", "frame_interval_p50_ms", "frames")
+    return {"machine": "host", "command": " ".join(cmd[1:]), **{k: r[k] for k in keep if k in r},
+            "goal": "ratio >= 0.9 (device/README.md)",
+            "note": "medians over rounds of (raw, end to end, raw), device/bench.py"}
+
+
+# ----------------------------------------------------------------------------------------
+# Firmware: instructions per inference under QEMU (firmware/tools/measure.py).
+
+
+def _board_var(board: str, var: str) -> str | None:
+    mk = ROOT / "firmware" / "boards" / f"{board}.mk"
+    if not mk.is_file():
+        return None
+    m = re.search(rf"^{var}\s*:?=\s*(.+)$", mk.read_text(), re.M)
+    return m.group(1).strip() if m else None
+
+
+def tflm_dir() -> Path:
+    return Path(os.environ.get("TFLM_DIR") or ROOT / "firmware" / "third_party" / "tflite-micro")
+
+
+def firmware_unavailable(out: Path) -> str | None:
+    """Why the firmware cannot be built and run here, or None."""
+    for tool, pkg in (("arm-none-eabi-g++", "gcc-arm-none-eabi"), ("qemu-system-arm", "qemu-system-arm")):
+        if shutil.which(tool) is None:
+            return f"{tool} not found (apt-get install {pkg})"
+    tflm = tflm_dir()
+    if not (tflm / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").is_file():
+        return f"no TFLM sources in {tflm}: `make tflm` or set TFLM_DIR"
+    if not (out / "tflm" / "model_settings.h").is_file() or not (out / "test_vectors.npz").is_file():
+        return f"no {out}/tflm or {out}/test_vectors.npz: build the model first"
+    return None
+
+
+ROW = re.compile(r"^\|\s*(?P<name>[^|]+?)\s*\|\s*(?P<kernels>[^|]+?)\s*\|(?P<rest>.*)\|\s*$")
+
+
+def parse_measure_rows(text: str) -> list[dict[str, Any]]:
+    """measure.py's Markdown rows -> dicts (a failed run keeps its message)."""
+    rows = []
+    for line in text.splitlines():
+        m = ROW.match(line)
+        if not m or m["name"] in ("model", "---") or m["name"].startswith("-"):
+            continue
+        cells = [c.strip() for c in m["rest"].split("|")]
+        if cells and cells[0].startswith("run failed"):
+            rows.append({"kernels": m["kernels"], "failed": cells[0]})
+            continue
+        num = [int(c.split()[0].replace(",", "")) for c in cells[:7]]
+        rows.append({"kernels": m["kernels"], "text": num[0], "text_without_vectors": num[1], "data": num[2],
+                     "bss": num[3], "arena_used_bytes": num[4], "instructions_per_inference": num[5],
+                     "mismatched_outputs": num[6]})
+    return rows
+
+
+def firmware_section(out: Path, boards: list[str], vectors: int, timeout_s: int) -> tuple[dict[str, Any], list[str]]:
+    why = firmware_unavailable(out)
+    if why:
+        return skipped(why), []
+    rows: list[dict[str, Any]] = []
+    machines = []
+    for board in boards:
+        if _board_var(board, "BOARD_QEMU_MACHINE") is None:
+            rows.append({"board": board, "machine": None, "skipped": f"{board} is not a QEMU board"})
+            continue
+        cmd = [sys.executable, "firmware/tools/measure.py", "--board", board, "--kernels", "reference", "cmsis_nn",
+               "--out", str(out), "--vectors", str(vectors), f"default={out}"]
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            rows.append({"board": board, "machine": f"qemu-{board}",
+                         "skipped": f"build + QEMU runs took over {timeout_s}s (BENCH_FW_TIMEOUT)"})
+            machines.append(board)
+            continue
+        machines.append(board)
+        parsed = parse_measure_rows(proc.stdout)
+        if not parsed:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            rows.append({"board": board, "machine": f"qemu-{board}", "skipped": f"measure.py: {tail[0]}"})
+            continue
+        by_k = {r["kernels"]: r for r in parsed}
+        ref, cm = by_k.get("reference", {}), by_k.get("cmsis_nn", {})
+        row: dict[str, Any] = {"board": board, "machine": f"qemu-{board}",
+                               "cpu": _board_var(board, "BOARD_TARGET_ARCH"), "reference": ref, "cmsis_nn": cm}
+        ri, ci = ref.get("instructions_per_inference"), cm.get("instructions_per_inference")
+        if ri and ci:
+            row["speedup_cmsis_nn"] = round(ri / ci, 2)
+        rows.append(row)
+    return ({"rows": rows, "model": str(out), "vectors": vectors,
+             "note": "instructions of one Invoke(), mean over the test vectors; deterministic (QEMU -icount), "
+                     "so measured once"}, machines)
