@@ -38,6 +38,7 @@ def _options(p: argparse.ArgumentParser) -> None:
                    "or 'none' (from scratch)")
     g.add_argument("--no-hflip", dest="hflip", action="store_const", const=False,
                    help="no horizontal flips in augmentation (when mirroring changes the class)")
+    g.add_argument("--rotation", type=float, help="random rotation in augmentation, +- degrees (default 12)")
     g.add_argument("--resume", action="store_const", const=True, help="continue an interrupted training run")
     g.add_argument("--calibration-images", dest="calibration_images", type=int,
                    help="training images used to calibrate int8 (default 200)")

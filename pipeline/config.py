@@ -37,6 +37,7 @@ class BuildConfig:
     val_fraction: float = 0.1
     patience: int = 10  # early stopping, in epochs without a better validation score
     hflip: bool = True  # random horizontal flips (turn off when mirroring changes the class)
+    rotation: float = 12.0  # random rotation range in degrees, +-
     seed: int = 0
     resume: bool = False  # continue an interrupted training run from train_state.pt
     # datasets

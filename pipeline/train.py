@@ -61,7 +61,13 @@ def to_input(images: np.ndarray | torch.Tensor, spec: Preprocess, device: torch.
 
 
 def augment(
-    x: torch.Tensor, gen: torch.Generator, hflip: bool, gray: bool, total: int | None = None, offset: int = 0
+    x: torch.Tensor,
+    gen: torch.Generator,
+    hflip: bool,
+    gray: bool,
+    total: int | None = None,
+    offset: int = 0,
+    rotation: float = 12.0,
 ) -> torch.Tensor:
     """Random resized crop, flip, small rotation, brightness / contrast / saturation jitter.
 
@@ -77,7 +83,7 @@ def augment(
         return (torch.rand(total, generator=gen)[offset : offset + n] * (hi - lo) + lo).to(dev)
 
     scale = u(0.7, 1.05)  # < 1 zooms in: a random crop of 49%..100% of the area
-    angle = u(-12, 12) * math.pi / 180
+    angle = u(-rotation, rotation) * math.pi / 180
     tx, ty = u(-0.12, 0.12), u(-0.12, 0.12)
     flip = torch.ones(n, device=dev)
     if hflip:
@@ -246,7 +252,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
         for s in bar:
             idx = order[s * global_batch : (s + 1) * global_batch][rank * per_rank : (rank + 1) * per_rank]
             xb = torch.as_tensor(x_train[idx], device=device).permute(0, 3, 1, 2).float()
-            xb = augment(xb, gen, cfg.hflip, spec.color == "gray", global_batch, rank * per_rank)
+            xb = augment(xb, gen, cfg.hflip, spec.color == "gray", global_batch, rank * per_rank, cfg.rotation)
             xb = (xb - spec.mean) / spec.std
             yb = torch.as_tensor(y_train[idx], device=device)
             logits = net(xb)
