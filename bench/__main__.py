@@ -85,6 +85,13 @@ def default_model(out: Path) -> Int8Model | None:
                      tfl.read_bytes(), info)
 
 
+def _tail(e: Exception) -> str:
+    """The first line of an error and the last line that names an error (a child's reason)."""
+    lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()] or [type(e).__name__]
+    reason = next((x for x in reversed(lines[1:]) if "Error" in x), lines[-1])
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ... {reason[:300]}"
+
+
 def _is_v1_025(m: Int8Model, resolution: int) -> bool:
     return (m.info.get("arch"), m.info.get("width"), m.info.get("resolution")) == ("mobilenet_v1", 0.25, resolution)
 
@@ -114,7 +121,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             try:
                 m = ours(arch, width, a.resolution, classes)
             except Exception as e:  # a failed conversion is a row that says why, not a dead bench
-                failures.append(f"ours {key}: {str(e).splitlines()[0]}")
+                failures.append(f"ours {key}: {_tail(e)}")
+                log(f"  failed: {_tail(e)}")
                 continue
             models[m.name] = m
             ours_names.append(m.name)
@@ -123,7 +131,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 try:
                     k = keras_native(arch, width, a.resolution, classes)
                 except Exception as e:
-                    failures.append(f"keras {key}: {str(e).splitlines()[0]}")
+                    failures.append(f"keras {key}: {_tail(e)}")
+                    log(f"  failed: {_tail(e)}")
                     continue
                 models[k.name] = k
                 pairs.append((m.name, k.name))

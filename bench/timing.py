@@ -21,17 +21,22 @@ def median(values: list[float]) -> float:
 
 
 def calls_for(fn: Callable[[], object], target_s: float, clock: Clock = time.perf_counter,
-              max_calls: int = 10_000) -> int:
+              max_calls: int = 100_000) -> int:
     """How many calls of `fn` make one run of about `target_s` seconds (at least 1).
 
-    Calls `fn` once as a warm-up first (allocation, caches, thread pools)."""
+    Calls `fn` once as a warm-up (allocation, caches, thread pools), then for about a tenth
+    of `target_s` to estimate one call, so one slow call does not set the count."""
     fn()
-    t0 = clock()
-    fn()
-    one = clock() - t0
-    if one <= 0:
+    calls, t0 = 0, clock()
+    while True:
+        fn()
+        calls += 1
+        elapsed = clock() - t0
+        if elapsed >= target_s / 10 or calls >= max_calls:
+            break
+    if elapsed <= 0:
         return max_calls
-    return max(1, min(max_calls, int(target_s / one)))
+    return max(1, min(max_calls, int(target_s * calls / elapsed)))
 
 
 def interleaved_runs(fns: Mapping[str, tuple[Callable[[], object], int]], repeats: int,

@@ -1,0 +1,174 @@
+"""`python -m bench`: the median logic, measure.py's rows, skipped sections with their
+reasons, and bench.json's schema end to end on a tiny int8 model. No timing bounds: what
+the bench measures is in bench.json, not asserted here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import sections
+from bench.__main__ import SECTIONS, main, parse_args
+from bench.render import render
+from bench.timing import interleaved_runs, median, summarize_ms
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class FakeClock:
+    """Each call of a timed fn advances time by that fn's own step."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_median_of_odd_and_even_runs() -> None:
+    assert median([3.0, 1.0, 2.0]) == 2.0
+    assert median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    with pytest.raises(ValueError):
+        median([])
+
+
+def test_interleaved_runs_per_call_seconds_and_order() -> None:
+    clock = FakeClock()
+    order: list[str] = []
+    steps = {"a": [0.010, 0.030, 0.020], "b": [0.002, 0.002, 0.008]}
+    rounds = {"a": 0, "b": 0}
+
+    def make(name: str):
+        def fn() -> None:
+            order.append(name)
+            clock.t += steps[name][rounds[name] // 2]  # 2 calls per run
+            rounds[name] += 1
+        return fn
+
+    runs = interleaved_runs({"a": (make("a"), 2), "b": (make("b"), 2)}, repeats=3, clock=clock)
+    assert order == ["a", "a", "b", "b"] * 3  # every round runs every fn, in turn
+    assert runs["a"] == pytest.approx([0.010, 0.030, 0.020])
+    assert runs["b"] == pytest.approx([0.002, 0.002, 0.008])
+    s = summarize_ms(runs["a"])
+    assert s["median_ms"] == pytest.approx(20.0) and s["min_ms"] == pytest.approx(10.0)
+    assert s["max_ms"] == pytest.approx(30.0) and s["runs"] == 3
+    with pytest.raises(ValueError):
+        interleaved_runs({"a": (make("a"), 1)}, repeats=0, clock=clock)
+
+
+MEASURE_OUT = """\
+| model | kernels | text | text w/o test vectors | data | bss | arena used | instructions / inference | mismatches |
+|---|---|---:|---:|---:|---:|---:|---:|---:|
+| default | reference | 642860 | 366320 | 1416 | 122416 | 100468 (of 113760) | 552,702,472 | 0 |
+| default | cmsis_nn | run failed (2) | | | | | | |
+"""
+
+
+def test_parse_measure_rows() -> None:
+    rows = sections.parse_measure_rows(MEASURE_OUT)
+    assert rows == [
+        {"kernels": "reference", "text": 642860, "text_without_vectors": 366320, "data": 1416, "bss": 122416,
+         "arena_used_bytes": 100468, "instructions_per_inference": 552702472, "mismatched_outputs": 0},
+        {"kernels": "cmsis_nn", "failed": "run failed (2)"},
+    ]
+
+
+def test_skipped_rows_carry_their_reason(tmp_path: Path) -> None:
+    pd = sections.person_detect_section(tmp_path / "nope.tflite", [], {}, {}, {})
+    assert "person_detect.tflite not found" in pd["skipped"] and "BENCH_PERSON_DETECT" in pd["skipped"]
+    pipe, machine = sections.pipeline_section(tmp_path)
+    assert machine is None and "make build" in pipe["skipped"]
+    dev = sections.device_section(tmp_path, 1.0, 1)
+    assert "no build" in dev["skipped"]
+    fw, used = sections.firmware_section(tmp_path, ["mps2-an386"], 1, 10)
+    assert used == [] and fw["skipped"]  # no toolchain, no TFLM or no model here: says which
+
+
+def test_cli_rejects_unknown_sections_and_archs() -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--skip", "nonsense"])
+    with pytest.raises(SystemExit):
+        parse_args(["--archs", "resnet50"])
+    with pytest.raises(SystemExit):
+        parse_args(["--repeats", "0"])
+
+
+TINY_MODEL = r"""
+import sys
+import numpy as np
+import tensorflow as tf
+tf.keras.utils.set_random_seed(0)
+inp = tf.keras.Input(shape=(16, 16, 3), batch_size=1)
+x = tf.keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu6")(inp)
+x = tf.keras.layers.GlobalAveragePooling2D()(x)
+model = tf.keras.Model(inp, tf.keras.layers.Dense(2)(x))
+rng = np.random.default_rng(0)
+def rep():
+    for _ in range(4):
+        yield [rng.uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)]
+c = tf.lite.TFLiteConverter.from_keras_model(model)
+c.optimizations = [tf.lite.Optimize.DEFAULT]
+c.representative_dataset = rep
+c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+c.inference_input_type = tf.int8
+c.inference_output_type = tf.int8
+open(sys.argv[1], "wb").write(c.convert())
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A build directory holding a tiny int8 model, its metadata and a report.json."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("tflite_micro")
+    out = tmp_path_factory.mktemp("bench_build")
+    subprocess.run([sys.executable, "-c", TINY_MODEL, str(out / "model_int8.tflite")], check=True,
+                   capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
+    meta = {"arch": "tiny", "width": 1.0, "resolution": 16, "labels": ["a", "b"]}
+    (out / "metadata.json").write_text(json.dumps(meta))
+    report = {"generated_at": "2026-01-01T00:00:00+00:00", "machine": {"platform": "test", "processor": "x"},
+              "timings_s": {"data": 1.0, "train": 2.5, "export": 0.5}}
+    (out / "report.json").write_text(json.dumps(report))
+    return out
+
+
+def test_bench_json_schema_on_a_tiny_model(tiny_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tiny_out / "bench.json"
+    rc = main(["--out", str(tiny_out), "--archs", "", "--repeats", "3", "--run-seconds", "0.01",
+               "--person-detect", str(tiny_out / "absent.tflite"), "--skip", "conversion,device,firmware"])
+    assert rc == 0
+    b = json.loads(path.read_text())
+    assert b["format_version"] == 1 and b["repeats"] == 3
+    assert set(b["sections"]) == set(SECTIONS)
+    host = b["machines"]["host"]
+    assert host["cores"] >= 1 and host["cpu"] and host["platform"]
+    for name, sec in b["sections"].items():
+        if "skipped" in sec:
+            assert isinstance(sec["skipped"], str) and sec["skipped"], name
+        else:
+            assert sec["machine"] in b["machines"], name  # every figure names its machine
+    for name in ("conversion", "device", "firmware"):
+        assert b["sections"][name]["skipped"] == "left out (--skip)"
+    assert "BENCH_PERSON_DETECT" in b["sections"]["person_detect"]["skipped"]
+
+    (row,) = b["sections"]["latency"]["rows"]
+    assert row["classes"] == 2 and row["tflite_bytes"] == (tiny_out / "model_int8.tflite").stat().st_size
+    assert row["arena_bytes"] > 0
+    for rt in ("litert_1t", "litert_all", "tflm_host"):
+        t = row[rt]
+        assert t["runs"] == 3 and t["calls_per_run"] >= 1
+        assert t["min_ms"] <= t["median_ms"] <= t["max_ms"]
+
+    pipe = b["sections"]["pipeline"]
+    assert pipe["machine"] == "build" and pipe["timings_s"]["train"] == 2.5 and pipe["total_s"] == 4.0
+    assert b["machines"]["build"]["generated_at"] == "2026-01-01T00:00:00+00:00"
+
+    printed = capsys.readouterr().out
+    assert printed.startswith(render(b).splitlines()[0])
+    assert "skipped: left out (--skip)" in printed and "TFLM host" in printed
