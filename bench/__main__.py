@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,17 @@ def default_model(out: Path) -> Int8Model | None:
                      tfl.read_bytes(), info)
 
 
+def _convert(make: Callable[..., Int8Model], args: tuple[Any, ...], what: str,
+             failures: dict[str, str]) -> Int8Model | None:
+    """A failed conversion is a row that says why, not a dead bench."""
+    try:
+        return make(*args)
+    except Exception as e:
+        failures[what] = f"{what} did not convert: {_tail(e)}"
+        log(f"  failed: {failures[what]}")
+        return None
+
+
 def _tail(e: Exception) -> str:
     """The first line of an error and the last line that names an error (a child's reason)."""
     lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()] or [type(e).__name__]
@@ -112,30 +124,23 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     if default:
         models[default.name] = default
     ours_names: list[str] = []
-    pairs: list[tuple[str, str]] = []
-    failures: list[str] = []
+    pairs: list[tuple[str | None, str | None]] = []
+    failures: dict[str, str] = {}  # "ours <arch>" / "keras <arch>" -> why it did not convert
     if host_models:
         for key in [x.strip() for x in a.archs.split(",") if x.strip()]:
             arch, width = ARCHS[key]
             log(f"converting ours: {arch} {width:g} {a.resolution}x{a.resolution}, {classes} classes ...")
-            try:
-                m = ours(arch, width, a.resolution, classes)
-            except Exception as e:  # a failed conversion is a row that says why, not a dead bench
-                failures.append(f"ours {key}: {_tail(e)}")
-                log(f"  failed: {_tail(e)}")
-                continue
-            models[m.name] = m
-            ours_names.append(m.name)
+            m = _convert(ours, (arch, width, a.resolution, classes), f"ours {key}", failures)
+            if m:
+                models[m.name] = m
+                ours_names.append(m.name)
             if want["conversion"]:
                 log(f"converting Keras {arch} {width:g} with TFLiteConverter ...")
-                try:
-                    k = keras_native(arch, width, a.resolution, classes)
-                except Exception as e:
-                    failures.append(f"keras {key}: {_tail(e)}")
-                    log(f"  failed: {_tail(e)}")
-                    continue
-                models[k.name] = k
-                pairs.append((m.name, k.name))
+                k = _convert(keras_native, (arch, width, a.resolution, classes), f"keras {key}",
+                             failures)
+                if k:
+                    models[k.name] = k
+                pairs.append((m.name if m else failures[f"ours {key}"], k.name if k else failures[f"keras {key}"]))
     pd_path = find_person_detect(a.person_detect) if want["person_detect"] else None
     pd_name = "TFLM person_detect"
     if pd_path is not None and pd_path.is_file():
@@ -169,8 +174,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     for key in ("latency", "conversion", "person_detect"):
         if not want[key]:
             sections[key] = skipped("left out (--skip)")
-    if failures:
-        sections.setdefault("conversion", {})["failures"] = failures
+    for key in ("latency", "conversion"):
+        if failures and "skipped" not in sections[key]:
+            sections[key]["failures"] = failures
 
     if want["pipeline"]:
         sec, build_machine = pipeline_section(out)

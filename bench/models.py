@@ -157,3 +157,20 @@ def input_shape(tflite: bytes) -> str:
     graph = fb.Model.GetRootAsModel(tflite, 0).Subgraphs(0)
     shape = graph.Tensors(graph.Inputs(0)).ShapeAsNumpy()
     return "x".join(str(int(d)) for d in shape[1:])
+
+
+def conv_output_shapes(tflite: bytes) -> list[list[int]]:
+    """Output shape of every CONV_2D / DEPTHWISE_CONV_2D, in graph order: two conversions of
+    one architecture compute the same layers only when these agree."""
+    fb = _schema()
+    model = fb.Model.GetRootAsModel(tflite, 0)
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    codes = [names.get(max(model.OperatorCodes(i).BuiltinCode(), model.OperatorCodes(i).DeprecatedBuiltinCode()))
+             for i in range(model.OperatorCodesLength())]
+    graph = model.Subgraphs(0)
+    shapes = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        if codes[op.OpcodeIndex()] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            shapes.append([int(d) for d in graph.Tensors(op.Outputs(0)).ShapeAsNumpy()])
+    return shapes

@@ -40,7 +40,8 @@ def render(b: dict[str, Any]) -> str:
     out += ["machines:"] + [f"  {k}: {_machine(b, k)}" for k in b["machines"]] + [""]
 
     def head(title: str, sec: dict[str, Any]) -> bool:
-        out.append(f"## {title}  [machine: {sec.get('machine') or 'see rows'}]")
+        machine = sec.get("machine") or ("-" if "skipped" in sec else "per row")
+        out.append(f"## {title}  [machine: {machine}]")
         if "skipped" in sec:
             out.extend([f"skipped: {sec['skipped']}", ""])
             return False
@@ -51,6 +52,7 @@ def render(b: dict[str, Any]) -> str:
         rows = [[r["model"], r.get("weights", "-"), _n(r["tflite_bytes"]), _n(r["litert_1t"].get("median_ms")),
                  _n(r["litert_all"].get("median_ms")), _n(r.get("tflm_host", {}).get("median_ms"))]
                 for r in sec["rows"]]
+        rows += [[f, "-", "-", "-", "-", "-"] for w, f in sec.get("failures", {}).items() if w.startswith("ours")]
         out += _table(["model", "weights", "bytes", "LiteRT 1 thread", f"LiteRT {sec['threads_all']} threads",
                        "TFLM host"], rows)
         out += [sec["note"], ""]
@@ -60,16 +62,34 @@ def render(b: dict[str, Any]) -> str:
         rows = []
         for r in sec["rows"]:
             o, k = r["ours"], r["keras"]
-            rows.append([f"{r['arch']} {r['width']:g} {r['resolution']}", f"{o['ops_total']} / {k['ops_total']}",
+            name = f"{r['arch']} {r['width']:g} {r['resolution']}"
+            if "failed" in o or "failed" in k:
+                def pair(key: str, o: dict[str, Any] = o, k: dict[str, Any] = k) -> str:
+                    return f"{_n(o.get(key, 'failed'))} / {_n(k.get(key, 'failed'))}"
+
+                rows.append([name, pair("ops_total"), pair("tflite_bytes"), pair("arena_bytes"),
+                             pair("litert_1t_ms"), "-", "-", "n/a: not converted"])
+                continue
+            rows.append([name, f"{o['ops_total']} / {k['ops_total']}",
                          f"{o['tflite_bytes']:,} / {k['tflite_bytes']:,}", f"{o['arena_bytes']:,} / {k['arena_bytes']:,}",
                          f"{o['litert_1t_ms']:.3f} / {k['litert_1t_ms']:.3f}", _n(r["latency_ratio_1t"]),
-                         _n(r["latency_ratio_all"]), "yes" if r["goal_met"] else "NO"])
+                         _n(r["latency_ratio_all"]),
+                         {True: "yes", False: "NO"}.get(r["goal_met"], "n/a: graphs differ")])
         out += _table(["arch", "ops ours / keras", "bytes ours / keras", "arena ours / keras",
                        "LiteRT 1t ms ours / keras", "ratio 1t", f"ratio {s['latency']['threads_all']}t",
                        "ratio 1t <= 1.0"], rows)
         for r in sec["rows"]:
+            if "op_counts" not in r["ours"] or "op_counts" not in r["keras"]:
+                continue
             out.append(f"  {r['arch']}: ours {r['ours']['op_counts']}")
             out.append(f"  {' ' * len(r['arch'])}  keras {r['keras']['op_counts']}")
+            p = r["latency_ratio_1t_paired"]
+            out.append(f"  {' ' * len(r['arch'])}  1-thread ratio per round: median {p['median']}, "
+                       f"{p['min']}..{p['max']}")
+            if not r["conv_shapes_match"]:
+                out.append(f"  {' ' * len(r['arch'])}  GRAPHS DIFFER: {r['conv_shapes_mismatch']}")
+        for f in sec.get("failures", {}).values():
+            out.append(f"  {f}")
         out += [sec["note"], ""]
 
     sec = s.get("person_detect", {"skipped": "not run"})

@@ -62,7 +62,15 @@ def summarize_ms(runs: list[float]) -> dict[str, Any]:
     """Median (the figure) plus min / max over the runs, in milliseconds."""
     ms = [r * 1e3 for r in runs]
     return {"median_ms": round(median(ms), 4), "min_ms": round(min(ms), 4), "max_ms": round(max(ms), 4),
-            "runs": len(ms)}
+            "runs": len(ms), "runs_ms": [round(x, 4) for x in ms]}
+
+
+def paired_ratio(a_ms: list[float], b_ms: list[float]) -> dict[str, float]:
+    """a / b round by round (the two ran back to back in each round): median, min, max."""
+    if len(a_ms) != len(b_ms) or not a_ms:
+        raise ValueError("paired runs must have the same, non-zero length")
+    r = [x / y for x, y in zip(a_ms, b_ms, strict=True)]
+    return {"median": round(median(r), 3), "min": round(min(r), 3), "max": round(max(r), 3)}
 
 
 def _first_line(cmd: list[str]) -> str | None:

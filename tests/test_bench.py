@@ -15,7 +15,7 @@ import pytest
 from bench import sections
 from bench.__main__ import SECTIONS, main, parse_args
 from bench.render import render
-from bench.timing import interleaved_runs, median, summarize_ms
+from bench.timing import interleaved_runs, median, paired_ratio, summarize_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,6 +59,13 @@ def test_interleaved_runs_per_call_seconds_and_order() -> None:
     assert s["max_ms"] == pytest.approx(30.0) and s["runs"] == 3
     with pytest.raises(ValueError):
         interleaved_runs({"a": (make("a"), 1)}, repeats=0, clock=clock)
+
+
+def test_paired_ratio_is_round_by_round() -> None:
+    r = paired_ratio([1.0, 2.0, 9.0], [1.0, 4.0, 3.0])  # per round: 1.0, 0.5, 3.0
+    assert r == {"median": 1.0, "min": 0.5, "max": 3.0}
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])
 
 
 MEASURE_OUT = """\
@@ -163,7 +170,8 @@ def test_bench_json_schema_on_a_tiny_model(tiny_out: Path, capsys: pytest.Captur
     for rt in ("litert_1t", "litert_all", "tflm_host"):
         t = row[rt]
         assert t["runs"] == 3 and t["calls_per_run"] >= 1
-        assert t["min_ms"] <= t["median_ms"] <= t["max_ms"]
+        assert t["min_ms"] <= t["median_ms"] <= t["max_ms"] and len(t["runs_ms"]) == 3
+        assert t["median_ms"] == pytest.approx(median(t["runs_ms"]), abs=1e-3)
 
     pipe = b["sections"]["pipeline"]
     assert pipe["machine"] == "build" and pipe["timings_s"]["train"] == 2.5 and pipe["total_s"] == 4.0
