@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): measure, write OUT/bench.json, print the table.
 
-    python -m bench [--out build] [--repeats 7] [--person-detect PATH] [--boards mps2-an386,...]
+    python -m bench [--out build] [--repeats 9] [--person-detect PATH] [--boards mps2-an386,...]
                     [--skip firmware,device,...]
 
 Environment (for `make bench`): BENCH_REPEATS, BENCH_PERSON_DETECT, BENCH_BOARDS, BENCH_SKIP,
@@ -44,8 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="build", help="the build directory (default build)")
     ap.add_argument("--json", help="where to write the results (default OUT/bench.json)")
-    ap.add_argument("--repeats", type=int, default=int(env("BENCH_REPEATS", "7")),
-                    help="runs per timed figure; the figure is their median (default 7)")
+    ap.add_argument("--repeats", type=int, default=int(env("BENCH_REPEATS", "9")),
+                    help="runs per timed figure; the figure is their median (default 9)")
     ap.add_argument("--run-seconds", type=float, default=0.25, help="length of one timed run (default 0.25)")
     ap.add_argument("--archs", default=",".join(ARCHS), help=f"untrained models to convert ({', '.join(ARCHS)})")
     ap.add_argument("--resolution", type=int, default=96)
