@@ -160,8 +160,10 @@ def input_shape(tflite: bytes) -> str:
 
 
 def conv_output_shapes(tflite: bytes) -> list[list[int]]:
-    """Output shape of every CONV_2D / DEPTHWISE_CONV_2D, in graph order: two conversions of
-    one architecture compute the same layers only when these agree."""
+    """Output shape of every CONV_2D / DEPTHWISE_CONV_2D with a spatial output larger than
+    1x1, in graph order: two conversions of one architecture compute the same layers only
+    when these agree. (1x1 outputs, the classifier and squeeze-excite, are left out: a 1x1
+    convolution there and a FULLY_CONNECTED are the same work.)"""
     fb = _schema()
     model = fb.Model.GetRootAsModel(tflite, 0)
     names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
@@ -172,5 +174,7 @@ def conv_output_shapes(tflite: bytes) -> list[list[int]]:
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
         if codes[op.OpcodeIndex()] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            shapes.append([int(d) for d in graph.Tensors(op.Outputs(0)).ShapeAsNumpy()])
+            shape = [int(d) for d in graph.Tensors(op.Outputs(0)).ShapeAsNumpy()]
+            if len(shape) == 4 and shape[1] * shape[2] > 1:
+                shapes.append(shape)
     return shapes

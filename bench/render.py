@@ -52,9 +52,9 @@ def render(b: dict[str, Any]) -> str:
         rows = [[r["model"], r.get("weights", "-"), _n(r["tflite_bytes"]), _n(r["litert_1t"].get("median_ms")),
                  _n(r["litert_all"].get("median_ms")), _n(r.get("tflm_host", {}).get("median_ms"))]
                 for r in sec["rows"]]
-        rows += [[f, "-", "-", "-", "-", "-"] for w, f in sec.get("failures", {}).items() if w.startswith("ours")]
         out += _table(["model", "weights", "bytes", "LiteRT 1 thread", f"LiteRT {sec['threads_all']} threads",
                        "TFLM host"], rows)
+        out += [f"  {f}" for w, f in sec.get("failures", {}).items() if w.startswith("ours")]
         out += [sec["note"], ""]
 
     sec = s.get("conversion", {"skipped": "not run"})
@@ -108,9 +108,11 @@ def render(b: dict[str, Any]) -> str:
 
     sec = s.get("device", {"skipped": "not run"})
     if head("5. device runner: end-to-end FPS / raw interpreter FPS (default build, 1 thread)", sec):
-        out += _table(["source", "raw FPS", "e2e FPS", "ratio (median of rounds)", "p50 ratio", "loop ratio"],
-                      [[str(sec.get("source")), _n(sec.get("raw_fps")), _n(sec.get("e2e_fps")), _n(sec.get("ratio")),
-                        _n(sec.get("ratio_p50")), _n(sec.get("loop_ratio_p50"))]])
+        rows = [[str(r.get("source")), *(["-"] * 5 if "skipped" in r else
+                 [_n(r.get(k)) for k in ("raw_fps", "e2e_fps", "ratio", "ratio_p50", "loop_ratio_p50")])]
+                for r in sec["rows"]]
+        out += _table(["source", "raw FPS", "e2e FPS", "ratio (median of rounds)", "p50 ratio", "loop ratio"], rows)
+        out += [f"  {r['source']}: skipped: {r['skipped']}" for r in sec["rows"] if "skipped" in r]
         out += [f"{sec['note']}; goal {sec['goal']}", ""]
 
     sec = s.get("firmware", {"skipped": "not run"})
