@@ -37,7 +37,6 @@ onnx2tf.convert(
     custom_input_op_name_np_data_path=[[a["input"], a["calib"], a["mean"], a["std"]]],
     input_quant_dtype="int8",
     output_quant_dtype="int8",
-    batch_size=1,
     copy_onnx_input_output_names_to_tflite=True,
     non_verbose=True,
 )
@@ -74,8 +73,10 @@ def onnx_to_int8(onnx_path: str | Path, calib_u8: np.ndarray, spec: Preprocess, 
 
         sample = np.stack([bilinear_resize(im, 128, 128) for im in sample]).astype(np.float32) / 255.0
         np.save(work / ONNX2TF_SAMPLE, sample)
+        static = work / "model_batch1.onnx"
+        _pin_batch(Path(onnx_path), static)
         args = {
-            "onnx": str(Path(onnx_path).resolve()),
+            "onnx": str(static),
             "out": str(work / "out"),
             "calib": str(work / "calib.npy"),
             "input": input_name,
@@ -94,6 +95,26 @@ def onnx_to_int8(onnx_path: str | Path, calib_u8: np.ndarray, spec: Preprocess, 
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
             raise PipelineError(f"onnx2tf could not convert {onnx_path}:\n{tail}")
         return outs[0].read_bytes()
+
+
+def _pin_batch(src: Path, dst: Path) -> None:
+    """Write `src` with batch size 1 fixed and shapes re-inferred.
+
+    onnx2tf given a dynamic batch (even with its batch_size option) scrambles layouts after
+    the residual Adds of V2/V3 and leaves a TRANSPOSE at the head; a static graph converts
+    to SAME convolutions, ADD, MEAN and FULLY_CONNECTED only.
+    """
+    import onnx
+    import onnxsim
+
+    m = onnx.load(str(src))
+    for t in list(m.graph.input) + list(m.graph.output):
+        t.type.tensor_type.shape.dim[0].dim_value = 1
+    del m.graph.value_info[:]
+    m, ok = onnxsim.simplify(m)
+    if not ok:
+        raise PipelineError(f"onnxsim could not validate {src} with batch size 1")
+    onnx.save(m, str(dst))
 
 
 def _quiet_env() -> dict[str, str]:
