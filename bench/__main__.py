@@ -4,7 +4,7 @@
                     [--skip firmware,device,...]
 
 Environment (for `make bench`): BENCH_REPEATS, BENCH_PERSON_DETECT, BENCH_BOARDS, BENCH_SKIP,
-TFLM_DIR.
+BENCH_FW_TIMEOUT, TFLM_DIR. The converted untrained models are kept in OUT/bench/models/.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -147,6 +148,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         models[pd_name] = Int8Model(pd_name, "TFLM examples (file)", pd_path.read_bytes(),
                                     {"classes": 2, "weights": "trained (TFLM)"})
 
+    keep = out / "bench" / "models"
+    for name, m in models.items():
+        if m.converter != "TFLM examples (file)" and not name.startswith("default build"):
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / (re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".tflite")).write_bytes(m.tflite)
     arenas: dict[str, int] = {}
     ops: dict[str, dict[str, int]] = {}
     timings: dict[str, dict[str, Any]] = {}

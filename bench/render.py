@@ -34,6 +34,14 @@ def _machine(b: dict[str, Any], key: str | None) -> str:
     return f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('platform')}, load {m.get('load_average_at_start')}"
 
 
+def _verdict(r: dict[str, Any]) -> str:
+    if r["goal_met"] is None:
+        return "n/a: graphs differ"
+    if r["goal_met"]:
+        return "yes"
+    return "no (within run-to-run spread)" if r.get("within_spread") else "NO"
+
+
 def render(b: dict[str, Any]) -> str:
     s = b["sections"]
     out = [f"# make bench ({b['generated_at']}, median of {b['repeats']} runs per timed figure)", ""]
@@ -74,7 +82,7 @@ def render(b: dict[str, Any]) -> str:
                          f"{o['tflite_bytes']:,} / {k['tflite_bytes']:,}", f"{o['arena_bytes']:,} / {k['arena_bytes']:,}",
                          f"{o['litert_1t_ms']:.3f} / {k['litert_1t_ms']:.3f}", _n(r["latency_ratio_1t"]),
                          _n(r["latency_ratio_all"]),
-                         {True: "yes", False: "NO"}.get(r["goal_met"], "n/a: graphs differ")])
+                         _verdict(r)])
         out += _table(["arch", "ops ours / keras", "bytes ours / keras", "arena ours / keras",
                        "LiteRT 1t ms ours / keras", "ratio 1t", f"ratio {s['latency']['threads_all']}t",
                        "ratio 1t <= 1.0"], rows)

@@ -136,6 +136,8 @@ def conversion_section(pairs: list[tuple[str | None, str | None]], models: dict[
         row["conv_shapes_match"] = ours_shapes == keras_shapes
         if row["conv_shapes_match"]:
             row["goal_met"] = row["latency_ratio_1t"] <= 1.0
+            # Not met, but some rounds had ours at or below theirs: the gap is within the run-to-run spread.
+            row["within_spread"] = row["latency_ratio_1t_paired"]["min"] <= 1.0 <= row["latency_ratio_1t_paired"]["max"]
         else:
             i = next((j for j, (a, b) in enumerate(zip(ours_shapes, keras_shapes, strict=False)) if a != b),
                      min(len(ours_shapes), len(keras_shapes)))
