@@ -41,7 +41,8 @@ def calls_for(fn: Callable[[], object], target_s: float, clock: Clock = time.per
 
 def interleaved_runs(fns: Mapping[str, tuple[Callable[[], object], int]], repeats: int,
                      clock: Clock = time.perf_counter) -> dict[str, list[float]]:
-    """`repeats` rounds; in each round every fn runs its number of calls once, in turn.
+    """`repeats` rounds; in each round every fn runs its number of calls once, in turn
+    (forwards in even rounds, backwards in odd ones, so that no fn always follows the same one).
 
     Returns seconds per call for each run, per name. Interleaving puts every figure a row
     compares under the same machine load: a busy spell slows all of them in that round,
@@ -49,8 +50,9 @@ def interleaved_runs(fns: Mapping[str, tuple[Callable[[], object], int]], repeat
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
     runs: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, (fn, calls) in fns.items():
+    items = list(fns.items())
+    for r in range(repeats):
+        for name, (fn, calls) in items if r % 2 == 0 else items[::-1]:
             t0 = clock()
             for _ in range(calls):
                 fn()

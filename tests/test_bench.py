@@ -51,7 +51,8 @@ def test_interleaved_runs_per_call_seconds_and_order() -> None:
         return fn
 
     runs = interleaved_runs({"a": (make("a"), 2), "b": (make("b"), 2)}, repeats=3, clock=clock)
-    assert order == ["a", "a", "b", "b"] * 3  # every round runs every fn, in turn
+    # every round runs every fn in turn, alternately forwards and backwards
+    assert order == ["a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]
     assert runs["a"] == pytest.approx([0.010, 0.030, 0.020])
     assert runs["b"] == pytest.approx([0.002, 0.002, 0.008])
     s = summarize_ms(runs["a"])
