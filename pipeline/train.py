@@ -43,6 +43,43 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+class GlobalBatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose training statistics span the global batch of all DDP processes.
+
+    PyTorch's SyncBatchNorm runs on GPUs only; this one all-reduces (differentiably) the
+    per-channel sums over gloo too, so N processes normalise exactly as one process with
+    the whole batch would, and their running statistics stay identical.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        import torch.distributed.nn.functional as dist_fn
+
+        count = torch.tensor([x.shape[0] * x.shape[2] * x.shape[3]], dtype=x.dtype, device=x.device)
+        stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
+        stats = dist_fn.all_reduce(stats)
+        c = self.num_features
+        n = stats[2 * c]
+        mean = stats[:c] / n
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
+        with torch.no_grad():
+            m = self.momentum if self.momentum is not None else 0.1
+            self.running_mean.mul_(1 - m).add_(m * mean.detach())
+            self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1))
+            self.num_batches_tracked.add_(1)
+        shape = (1, c, 1, 1)
+        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+
+def use_global_batchnorm(model: nn.Module) -> None:
+    """Switch every BatchNorm2d in `model` to GlobalBatchNorm in place (same parameters)."""
+    for bn in model.modules():
+        if type(bn) is nn.BatchNorm2d:
+            bn.__class__ = GlobalBatchNorm
+
+
 def pick_device(rank: int) -> torch.device:
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", rank))
@@ -205,6 +242,10 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
     model.to(device)
     net: nn.Module = model
     if world > 1:
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            use_global_batchnorm(model)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     counts = np.bincount(y_train, minlength=k).astype(np.float64)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_ARGS, TINY_CONFIG, run_pipeline
+from conftest import ROOT, TINY_ARGS, TINY_CONFIG
 
 from pipeline.train import augment
 
@@ -32,18 +32,47 @@ def test_augment_shards_draw_like_the_global_batch() -> None:
     assert torch.allclose(torch.cat([first, second]), whole, atol=1e-4)
 
 
+def test_global_batchnorm_equals_batchnorm_in_one_process(tmp_path: Path) -> None:
+    import torch.distributed as dist
+    from torch import nn
+
+    from pipeline.train import GlobalBatchNorm
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        ref = nn.BatchNorm2d(5, eps=1e-3, momentum=0.1)
+        ref.weight.data.uniform_(0.5, 1.5)
+        ref.bias.data.uniform_(-1, 1)
+        ours = GlobalBatchNorm(5, eps=1e-3, momentum=0.1)
+        ours.load_state_dict(ref.state_dict())
+        x = torch.randn(6, 5, 7, 7) * 3 + 1
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = ref(xa), ours(xb)
+        assert torch.allclose(ya, yb, atol=1e-5)
+        (ya * torch.arange(ya.numel()).view_as(ya)).sum().backward()
+        (yb * torch.arange(yb.numel()).view_as(yb)).sum().backward()
+        assert torch.allclose(xa.grad, xb.grad, rtol=1e-4, atol=1e-3)
+        assert torch.allclose(ref.running_mean, ours.running_mean, atol=1e-6)
+        assert torch.allclose(ref.running_var, ours.running_var, rtol=1e-5)
+        ours.eval()
+        ref.eval()
+        assert torch.allclose(ref(x), ours(x), atol=1e-5)
+    finally:
+        dist.destroy_process_group()
+
+
 @pytest.mark.slow
-def test_torchrun_two_processes_train_the_same_model(tmp_path: Path) -> None:
+def test_torchrun_two_processes_train_the_same_model(tiny_build: Path, tmp_path: Path) -> None:
+    """Two gloo processes, one global batch: the model matches the single-process tiny_build."""
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip("torchrun is not installed beside this Python")
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY_CONFIG))
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    run_pipeline("train", "--out", str(single), "--config", str(config), *TINY_ARGS)
-    # the same generated dataset and cache: only the training differs
+    ddp = tmp_path / "ddp"
     ddp.mkdir()
-    shutil.copytree(single / "data", ddp / "data")
+    shutil.copytree(tiny_build / "data", ddp / "data")  # the same generated dataset
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "pipeline", "train",
@@ -51,7 +80,7 @@ def test_torchrun_two_processes_train_the_same_model(tmp_path: Path) -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a = json.loads((single / "results" / "train.json").read_text())
+    a = json.loads((tiny_build / "results" / "train.json").read_text())
     b = json.loads((ddp / "results" / "train.json").read_text())
     assert a["world_size"] == 1 and b["world_size"] == 2
     assert abs(a["float"]["top1"] - b["float"]["top1"]) <= 1.0, (a["float"]["top1"], b["float"]["top1"])
