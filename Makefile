@@ -34,7 +34,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pipeline device tests firmware/tools
+	$(VENV)/bin/ruff check pipeline device tests firmware/tools bench
 
 clean:
 	rm -rf $(OUT)
