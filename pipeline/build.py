@@ -106,7 +106,7 @@ def run_export(cfg: BuildConfig) -> dict[str, Any]:
     import torch
 
     from .data import prepare, preprocess_spec
-    from .evaluate import agreement, nchw_float, scores
+    from .evaluate import nchw_float, scores
     from .export import ONNX_FILE, check_onnx, export_onnx, onnx_logits
     from .train import evaluate_logits, model_from_checkpoint
 
@@ -124,7 +124,7 @@ def run_export(cfg: BuildConfig) -> dict[str, Any]:
         os.replace(tmp_onnx, cfg.out_dir / ONNX_FILE)
     res = {
         "onnx": scores(onnx_out, test.labels, ckpt["labels"]),
-        "vs_torch": {**check, "top1_agreement": agreement(torch_logits, onnx_out)},
+        "vs_torch": check,
         "onnx_bytes": (cfg.out_dir / ONNX_FILE).stat().st_size,
         "seconds": time.time() - t0,
     }
@@ -202,7 +202,7 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
 def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
     from .convert import METADATA_FILE, TFLITE_FILE
     from .data import prepare, preprocess_spec
-    from .evaluate import TFLiteModel, TFLMModel, agreement, quantize_images, scores
+    from .evaluate import TFLiteModel, TFLMModel, quantize_images, scores
     from .microcode import (
         MODEL_CC,
         MODEL_H,
@@ -262,7 +262,7 @@ def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
     write_json(cfg.out_dir / METADATA_FILE, meta)
     res = {
         "tflm": scores(tflm_out.astype(np.float32), test.labels, ckpt["labels"]),
-        "vs_int8": {**check, "top1_agreement": agreement(tflm_out.astype(np.float32), ref_out.astype(np.float32))},
+        "vs_int8": check,
         "arena_measured_host": measured,
         "arena_bytes": header_arena,
         "arena_margin": cfg.arena_margin,

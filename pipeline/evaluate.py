@@ -6,7 +6,6 @@ normalise them, the int8 stages quantise them through the model's input table.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -89,10 +88,6 @@ def quantize_images(images: np.ndarray, spec: Preprocess, scale: float, zero_poi
     return quantize_lut(spec, scale, zero_point)[images]
 
 
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return (q.astype(np.float32) - zero_point) * scale
-
-
 class TFLMModel:
     """The TFLM host interpreter (tflite-micro), what the firmware computes."""
 
@@ -109,6 +104,3 @@ class TFLMModel:
             outs.append(np.array(self.interp.get_output(0))[0].copy())
         return np.stack(outs)
 
-
-def read_bytes(path: str | Path) -> bytes:
-    return Path(path).read_bytes()
