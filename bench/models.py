@@ -6,7 +6,6 @@ depend on the weight values. Both are calibrated on the same seeded random image
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -91,15 +90,6 @@ def ours(arch: str, width: float, resolution: int, classes: int) -> Int8Model:
     return Int8Model(f"{arch} {width:g} {resolution}", "ours (onnx2tf)", tflite, info)
 
 
-def quiet_env() -> dict[str, str]:
-    """TensorFlow in a child process: no GPU probing, no oneDNN notes, errors only."""
-    env = dict(os.environ)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    env.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    env.setdefault("CUDA_VISIBLE_DEVICES", "")
-    return env
-
-
 _KERAS_WORKER = r"""
 import json, sys
 import numpy as np
@@ -131,6 +121,7 @@ def keras_native(arch: str, width: float, resolution: int, classes: int) -> Int8
     """tf.keras.applications.<arch>(weights=None, alpha=width, include_top, logits out),
     full-int8 with TensorFlow's converter, calibrated on the same images as ours (in a child
     process: TensorFlow stays out of the bench's own process)."""
+    from pipeline.convert import quiet_env
     from pipeline.preprocess import Preprocess, normalize
 
     with tempfile.TemporaryDirectory(prefix="bench-keras-") as tmp:

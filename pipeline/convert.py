@@ -88,7 +88,7 @@ def onnx_to_int8(onnx_path: str | Path, calib_u8: np.ndarray, spec: Preprocess, 
             cwd=work,
             capture_output=True,
             text=True,
-            env=_quiet_env(),
+            env=quiet_env(),
         )
         outs = sorted((work / "out").glob("*_full_integer_quant.tflite"))
         if proc.returncode != 0 or not outs:
@@ -117,7 +117,8 @@ def _pin_batch(src: Path, dst: Path) -> None:
     onnx.save(m, str(dst))
 
 
-def _quiet_env() -> dict[str, str]:
+def quiet_env() -> dict[str, str]:
+    """TensorFlow in a child process: no GPU probing, no oneDNN notes, errors only."""
     import os
 
     env = dict(os.environ)
