@@ -44,6 +44,13 @@ def _config_from_checkpoint(cfg: BuildConfig) -> tuple[BuildConfig, dict[str, An
     return BuildConfig(**merged), ckpt
 
 
+def _require(path: Path, stage: str) -> Path:
+    """An input a previous stage writes, or a PipelineError naming the stage to run first."""
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: run `python -m pipeline {stage}` first")
+    return path
+
+
 # ----------------------------------------------------------------------------------------
 
 
@@ -150,9 +157,7 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
 
     t0 = time.time()
     cfg, ckpt = _config_from_checkpoint(cfg)
-    onnx_path = cfg.out_dir / ONNX_FILE
-    if not onnx_path.is_file():
-        raise PipelineError(f"{onnx_path} not found: run `python -m pipeline export` first")
+    onnx_path = _require(cfg.out_dir / ONNX_FILE, "export")
     spec = preprocess_spec(cfg)
     prepared = prepare(cfg, spec)
     test = prepared.test
@@ -220,10 +225,7 @@ def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
 
     t0 = time.time()
     cfg, ckpt = _config_from_checkpoint(cfg)
-    tfl = cfg.out_dir / TFLITE_FILE
-    if not tfl.is_file():
-        raise PipelineError(f"{tfl} not found: run `python -m pipeline convert` first")
-    model_bytes = tfl.read_bytes()
+    model_bytes = _require(cfg.out_dir / TFLITE_FILE, "convert").read_bytes()
     meta = json.loads((cfg.out_dir / METADATA_FILE).read_text())
     lite = TFLiteModel(model_bytes)
     ops = check_tflm_ops(lite.ops())
