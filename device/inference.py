@@ -39,6 +39,25 @@ def make_interpreter(model_path: str, threads: int | None) -> Any:
     return interpreter
 
 
+class InputTable:
+    """uint8 pixels -> quantised model input through the 256-entry table.
+
+    Where the table is a constant shift mod 256 (the usual int8 input, scale 1/128 and zero
+    point 0, is `pixel - 128`, the bytes of `pixel + 128` read as int8) it is one wrapping
+    uint8 add: the same bytes, about ten times faster than indexing the table.
+    """
+
+    def __init__(self, lut: np.ndarray) -> None:
+        self.lut = lut
+        diff = lut.view(np.uint8) - np.arange(256, dtype=np.uint8)
+        self.shift = diff[0] if (diff == diff[0]).all() else None
+
+    def __call__(self, u8: np.ndarray) -> np.ndarray:
+        if self.shift is None:
+            return np.take(self.lut, u8)
+        return np.add(u8, self.shift).view(self.lut.dtype)
+
+
 @dataclass(frozen=True)
 class TopK:
     labels: list[str]
@@ -70,7 +89,8 @@ class Classifier:
         if n_out != len(spec.labels):
             raise DeviceError(f"{len(spec.labels)} labels but the model outputs {n_out} classes; check the labels file")
         self.input_dtype = np.dtype(self._in["dtype"])
-        self._lut = self._input_table()
+        lut = self._input_table()
+        self._table = None if lut is None else InputTable(lut)
         scale, zero = self._out["quantization"]
         quantized = np.dtype(self._out["dtype"]).kind in "iu" and bool(scale)
         self._out_scale = np.float32(scale if quantized else 1.0)
@@ -108,7 +128,7 @@ class Classifier:
 
     def input_for(self, model_u8: np.ndarray) -> np.ndarray:
         """size x size x C uint8 (from `self.preprocess`) -> the model's [1,H,W,C] input."""
-        x = normalize(model_u8, self.preprocess) if self._lut is None else self._lut[model_u8]
+        x = normalize(model_u8, self.preprocess) if self._table is None else self._table(model_u8)
         return x[None]
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:

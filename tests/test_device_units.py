@@ -11,10 +11,11 @@ from PIL import Image
 
 from device.capture import Mailbox
 from device.errors import DeviceError
+from device.inference import InputTable
 from device.metrics import Metrics
 from device.runner import Smoother
 from device.sources import FolderSource, OpenCVSource, camera_size, open_source
-from pipeline.preprocess import Preprocess
+from pipeline.preprocess import Preprocess, quantize_lut
 
 
 def test_smoother_is_the_mean_of_the_last_n() -> None:
@@ -36,6 +37,22 @@ def test_metrics_percentiles_and_fps() -> None:
     assert lat["capture"]["p50"] == pytest.approx(49.5) and lat["capture"]["p95"] == pytest.approx(94.05)
     assert lat["invoke"] == {"p50": 2.0, "p95": 2.0}
     assert m.frames == 100
+
+
+@pytest.mark.parametrize(("scale", "zero", "dtype", "shifted"), [
+    (1 / 128, 0, "int8", True),  # the converter's calibrated input: pixel - 128
+    (1 / 128, 128, "uint8", True),
+    (1 / 127.5, -1, "int8", False),  # Keras scaling: a real table
+    (0.02, 3, "uint8", False),
+])
+def test_input_table_gives_the_table_bytes(scale: float, zero: int, dtype: str, shifted: bool) -> None:
+    lut = quantize_lut(Preprocess(), scale, zero, dtype)
+    table = InputTable(lut)
+    assert (table.shift is not None) == shifted
+    pixels = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    pixels.reshape(-1)[:256] = np.arange(256)  # every value at least once
+    got = table(pixels)
+    assert got.dtype == lut.dtype and np.array_equal(got, lut[pixels])
 
 
 def test_mailbox_latest_only_keeps_the_newest() -> None:
