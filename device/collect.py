@@ -75,7 +75,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
                     break
                 if not isinstance(item, Item):
                     continue
-                status.metrics.record({"capture": item.capture_ms, "preprocess": 0.0, "invoke": 0.0, "postprocess": 0.0})
+                status.metrics.record(item.capture_ms, 0.0, 0.0, 0.0)
                 status.classified(args.label, 1.0)
                 due = time.monotonic() >= next_save if args.interval is not None else trigger.is_set()
                 if due:

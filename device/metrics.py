@@ -18,50 +18,47 @@ STAGES = ("capture", "preprocess", "invoke", "postprocess")
 class Metrics:
     def __init__(self, window: int = 1000, fps_window_s: float = 3.0) -> None:
         self._lock = threading.Lock()
-        self._ms: dict[str, deque[float]] = {s: deque(maxlen=window) for s in STAGES}
-        self._done: deque[float] = deque(maxlen=window)
+        self._rows: deque[tuple[float, float, float, float, float]] = deque(maxlen=window)  # STAGES ms, done
         self.fps_window_s = fps_window_s
         self.frames = 0
 
-    def record(self, stage_ms: dict[str, float], done: float | None = None) -> None:
+    def record(self, capture: float, preprocess: float, invoke: float, postprocess: float,
+               done: float | None = None) -> None:
+        """One classified frame: each stage's ms (in STAGES order), and when it was done."""
+        row = (capture, preprocess, invoke, postprocess, time.perf_counter() if done is None else done)
         with self._lock:
-            for stage in STAGES:
-                self._ms[stage].append(stage_ms[stage])
-            self._done.append(time.perf_counter() if done is None else done)
+            self._rows.append(row)
             self.frames += 1
+
+    def _table(self) -> np.ndarray:
+        with self._lock:
+            rows = list(self._rows)
+        return np.array(rows, dtype=np.float64).reshape(-1, len(STAGES) + 1)
 
     def fps(self) -> float:
         """Frames per second over the last few seconds (0 until two frames)."""
         now = time.perf_counter()
         with self._lock:
-            times = [t for t in self._done if now - t <= self.fps_window_s]
+            times = [row[-1] for row in self._rows if now - row[-1] <= self.fps_window_s]
         if len(times) < 2 or times[-1] <= times[0]:
             return 0.0
         return (len(times) - 1) / (times[-1] - times[0])
 
     def latency(self) -> dict[str, dict[str, float]]:
         """{stage: {"p50": ms, "p95": ms}} over the last `window` frames."""
-        with self._lock:
-            rows = {s: np.fromiter(self._ms[s], dtype=np.float64) for s in STAGES}
-        out: dict[str, dict[str, float]] = {}
-        for stage, v in rows.items():
-            if v.size:
-                p50, p95 = np.percentile(v, [50, 95])
-                out[stage] = {"p50": round(float(p50), 3), "p95": round(float(p95), 3)}
-            else:
-                out[stage] = {"p50": 0.0, "p95": 0.0}
-        return out
+        table = self._table()
+        if not len(table):
+            return {stage: {"p50": 0.0, "p95": 0.0} for stage in STAGES}
+        p50, p95 = np.percentile(table[:, : len(STAGES)], [50, 95], axis=0)
+        return {s: {"p50": round(float(p50[i]), 3), "p95": round(float(p95[i]), 3)} for i, s in enumerate(STAGES)}
 
     def done_times(self) -> np.ndarray:
         """perf_counter() at the end of each of the last `window` frames."""
-        with self._lock:
-            return np.fromiter(self._done, dtype=np.float64)
+        return self._table()[:, -1]
 
     def reset(self) -> None:
         with self._lock:
-            for d in self._ms.values():
-                d.clear()
-            self._done.clear()
+            self._rows.clear()
             self.frames = 0
 
     def summary(self) -> str:

@@ -71,13 +71,17 @@ class Printer:
         self.as_json, self.every_frame, self.out = as_json, every_frame, out
         self._last = ""
 
+    def due(self, label: str) -> bool:
+        """Would a result with this label be written? (The caller builds it only then.)"""
+        return self.as_json or self.every_frame or label != self._last
+
     def write(self, r: Result) -> None:
+        if not self.due(r.label):
+            return
         if self.as_json:
             self.out.write(json.dumps(r.as_dict()) + "\n")
-        elif self.every_frame or r.label != self._last:
+        else:
             tops = "  ".join(f"{lbl} {s:.3f}" for lbl, s in r.top_k)
             self.out.write(f"{r.name}: {r.label} ({r.score:.3f})  [{tops}]\n")
-        else:
-            return
         self._last = r.label
         self.out.flush()

@@ -8,6 +8,7 @@ after --max-frames / a time limit, or when `stop` is set (SIGTERM, Ctrl-C, previ
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -22,6 +23,7 @@ from . import overlay
 from .capture import End, FrameFeeder, Item
 from .errors import DeviceError
 from .inference import Classifier, top_k
+from .metrics import STAGES
 from .outputs import Printer, Result, ResultLog
 from .sources import Source
 from .status import RunStatus
@@ -102,83 +104,84 @@ class Preview:
 
 
 def run_loop(clf: Classifier, source: Source, opts: RunOptions, status: RunStatus, stop: threading.Event) -> RunSummary:
-    """Run until the source ends, a limit in `opts` is reached or `stop` is set."""
+    """Run until the source ends, a limit in `opts` is reached or `stop` is set.
+
+    The per-frame path is kept short (the bench holds it against a bare `invoke()` loop):
+    results are formatted only for the outputs that are on and due.
+    """
     metrics = status.metrics
     feeder = FrameFeeder(source, lambda rgb: clf.input_for(clf.preprocess(rgb)), status, stop)
-    smoother = Smoother(opts.smooth)
+    smoother = Smoother(opts.smooth) if opts.smooth > 1 else None
     preview = Preview() if opts.preview else None
-    summary = RunSummary()
-    labels = clf.spec.labels
+    show = opts.view is not None or preview is not None
+    printer, log = opts.printer, opts.log
+    labels, k, threshold, warmup = clf.spec.labels, opts.top_k, opts.threshold, opts.warmup_frames
+    max_frames = opts.max_frames or 0
+    max_seconds = opts.max_seconds if opts.max_seconds is not None else math.inf
+    stats_every = opts.stats_every if opts.stats_every > 0 else math.inf
+    get, invoke, probabilities, record = feeder.mailbox.get, clf.invoke, clf.probabilities, metrics.record
+    busy: list[float] = []
+    frames = 0
     t_start = time.perf_counter()
-    t_timed = t_start
-    t_stats = t_start
-    t_fps, fps = t_start, 0.0  # the overlay's FPS, refreshed twice a second
+    t_timed = t_stats = t_fps = t2 = t_start
+    fps = 0.0  # the overlay's FPS, refreshed twice a second
     feeder.start()
     try:
         while not stop.is_set():
-            item = feeder.mailbox.get(timeout=0.2)
-            if item is None:
-                if opts.max_seconds is not None and time.perf_counter() - t_start >= opts.max_seconds:
+            item = get(0.2)
+            if type(item) is not Item:
+                if isinstance(item, End):
+                    if item.error:
+                        raise DeviceError(item.error)
+                    break
+                if time.perf_counter() - t_start >= max_seconds:  # nothing came (a camera away)
                     break
                 continue
-            if isinstance(item, End):
-                if item.error:
-                    raise DeviceError(item.error)
-                break
-            assert isinstance(item, Item) and item.tensor is not None
             t0 = time.perf_counter()
-            raw = clf.invoke(item.tensor)
+            raw = invoke(item.tensor)
             t1 = time.perf_counter()
-            probs = clf.probabilities(raw)
-            if opts.smooth > 1:
+            probs = probabilities(raw)
+            if smoother is not None:
                 probs = smoother(np.asarray(probs, dtype=np.float32)).tolist()
-            tk = top_k(probs, labels, opts.top_k)
+            tk = top_k(probs, labels, k)
             label, score = tk.labels[0], tk.scores[0]
-            if score < opts.threshold:
+            if score < threshold:
                 label = "unknown"
             t2 = time.perf_counter()
-            stage_ms = {
-                "capture": item.capture_ms,
-                "preprocess": item.preprocess_ms,
-                "invoke": (t1 - t0) * 1e3,
-                "postprocess": (t2 - t1) * 1e3,
-            }
-            metrics.record(stage_ms, t2)
+            invoke_ms, post_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
+            record(item.capture_ms, item.preprocess_ms, invoke_ms, post_ms, t2)
             status.classified(label, score)
-            summary.frames += 1
-            if summary.frames == opts.warmup_frames:
+            frames += 1
+            if frames == warmup:
                 t_timed = t2
-            elif summary.frames > opts.warmup_frames:
-                summary.timed_frames += 1
-                summary.timed_s = t2 - t_timed
-            if opts.view is not None or preview is not None:
+            if show:
                 if t2 - t_fps >= 0.5:
                     t_fps, fps = t2, metrics.fps()
-                detail = f"#{summary.frames} | {score:.2f} | {fps:.1f} fps | {stage_ms['invoke']:.1f} ms"
+                detail = f"#{frames} | {score:.2f} | {fps:.1f} fps | {invoke_ms:.1f} ms"
                 if opts.view is not None:
                     opts.view.publish(item.frame.rgb, label, detail)
-                if preview is not None:
-                    if not preview.show(overlay.render(item.frame.rgb, label, detail)):
-                        stop.set()
-            if opts.printer is not None or opts.log is not None:
-                result = Result(summary.frames - 1, item.frame.index, item.frame.name, label, score,
+                if preview is not None and not preview.show(overlay.render(item.frame.rgb, label, detail)):
+                    stop.set()
+            due = printer is not None and printer.due(label)
+            if due or log is not None:
+                stage_ms = dict(zip(STAGES, (item.capture_ms, item.preprocess_ms, invoke_ms, post_ms), strict=True))
+                result = Result(frames - 1, item.frame.index, item.frame.name, label, score,
                                 list(zip(tk.labels, tk.scores, strict=True)), stage_ms)
-                if opts.printer is not None:
-                    opts.printer.write(result)
-                if opts.log is not None:
-                    opts.log.write(result)
-            if summary.frames > opts.warmup_frames:
-                summary.loop_busy_ms.append((time.perf_counter() - t0) * 1e3)
-            if opts.max_frames is not None and summary.frames >= opts.max_frames:
+                if due:
+                    printer.write(result)
+                if log is not None:
+                    log.write(result)
+            if frames > warmup:
+                busy.append((time.perf_counter() - t0) * 1e3)
+            if frames == max_frames or t2 - t_timed >= max_seconds:  # seconds counted after the warm-up
                 break
-            if opts.max_seconds is not None and t2 - t_timed >= opts.max_seconds:  # after the warm-up
-                break
-            if opts.stats_every > 0 and t2 - t_stats >= opts.stats_every:
+            if t2 - t_stats >= stats_every:
                 t_stats = t2
-                print(f"[{status.state}] {summary.frames} frames, {metrics.summary()}", file=sys.stderr, flush=True)
+                print(f"[{status.state}] {frames} frames, {metrics.summary()}", file=sys.stderr, flush=True)
     finally:
         stop.set()
         feeder.join(timeout=5.0)
         if preview is not None:
             preview.close()
-    return summary
+    timed = max(0, frames - warmup)
+    return RunSummary(frames, timed, t2 - t_timed if timed else 0.0, busy)

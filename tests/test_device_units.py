@@ -32,7 +32,7 @@ def test_smoother_is_the_mean_of_the_last_n() -> None:
 def test_metrics_percentiles_and_fps() -> None:
     m = Metrics()
     for i in range(100):
-        m.record({"capture": float(i), "preprocess": 1.0, "invoke": 2.0, "postprocess": 3.0}, done=1000.0 + i * 0.01)
+        m.record(float(i), 1.0, 2.0, 3.0, done=1000.0 + i * 0.01)
     lat = m.latency()
     assert lat["capture"]["p50"] == pytest.approx(49.5) and lat["capture"]["p95"] == pytest.approx(94.05)
     assert lat["invoke"] == {"p50": 2.0, "p95": 2.0}
