@@ -11,6 +11,7 @@ from .errors import GateError, PipelineError
 STAGE_HELP = {
     "data": "generate the default dataset (or scan --data) and cache the preprocessed images",
     "train": "train the MobileNet -> build/model.pt",
+    "qat": "fine-tune build/model.pt with quantization-aware training (the float model is kept as model_float.pt)",
     "export": "export ONNX and check it against PyTorch -> build/model.onnx",
     "convert": "convert to full-int8 TFLite and check accuracy -> build/model_int8.tflite, metadata.json",
     "microcode": "emit the TFLM C array + model_settings.h and check them on the TFLM runtime -> build/tflm/",
@@ -40,6 +41,9 @@ def _options(p: argparse.ArgumentParser) -> None:
                    help="no horizontal flips in augmentation (when mirroring changes the class)")
     g.add_argument("--rotation", type=float, help="random rotation in augmentation, +- degrees (default 12)")
     g.add_argument("--resume", action="store_const", const=True, help="continue an interrupted training run")
+    g.add_argument("--qat", choices=["auto", "on", "off"],
+                   help="quantization-aware fine-tuning: 'auto' (default) when the int8 gate fails, 'on' always, 'off' never")
+    g.add_argument("--qat-epochs", dest="qat_epochs", type=int, help="epochs of quantization-aware fine-tuning (default 8)")
     g.add_argument("--calibration-images", dest="calibration_images", type=int,
                    help="training images used to calibrate int8 (default 200)")
 

@@ -20,6 +20,7 @@ from .util import atomic_write_bytes, atomic_write_text, log, write_json
 
 RESULTS = "results"
 STAGES = ("data", "train", "export", "convert", "microcode", "report")
+FLOAT_CHECKPOINT = "model_float.pt"  # the trained float model, kept when QAT replaces model.pt
 
 
 def record(cfg: BuildConfig, stage: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -39,7 +40,8 @@ def _config_from_checkpoint(cfg: BuildConfig) -> tuple[BuildConfig, dict[str, An
     ckpt = load_checkpoint(cfg.out_dir)
     merged = {**ckpt["config"], "out": cfg.out}
     keep = {k: getattr(cfg, k) for k in ("calibration_images", "onnx_tolerance", "int8_max_drop",
-                                         "tflm_max_lsb", "tflm_min_agreement", "arena_margin")}
+                                         "tflm_max_lsb", "tflm_min_agreement", "arena_margin",
+                                         "qat", "qat_epochs", "qat_lr")}
     merged.update(keep)
     return BuildConfig(**merged), ckpt
 
@@ -93,6 +95,8 @@ def run_train(cfg: BuildConfig) -> dict[str, Any]:
     ckpt = train(cfg, prepared)
     if rank != 0:
         return {}
+    (cfg.out_dir / RESULTS / "qat.json").unlink(missing_ok=True)  # a fresh model has had no QAT
+    (cfg.out_dir / FLOAT_CHECKPOINT).unlink(missing_ok=True)
     model = model_from_checkpoint(ckpt)
     logits = evaluate_logits(model, prepared.test.images, preprocess_spec(cfg), torch.device("cpu"))
     res = {
@@ -107,6 +111,55 @@ def run_train(cfg: BuildConfig) -> dict[str, Any]:
     log(f"train: float top-1 {res['float']['top1']:.2f}% on {res['float']['n']} held-out images "
         f"(best epoch {ckpt['best_epoch']}, {res['seconds']:.0f}s)")
     return record(cfg, "train", res)
+
+
+def run_qat(cfg: BuildConfig, trigger: str = "requested", int8_before: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Quantization-aware fine-tuning of the trained float model (pipeline/qat.py).
+
+    Always starts from the float model (model_float.pt once a QAT run has replaced
+    model.pt); runs in one process, also under torchrun (it is a short fine-tune).
+    """
+    import torch
+
+    from .data import prepare, preprocess_spec
+    from .evaluate import scores
+    from .train import CHECKPOINT, evaluate_logits, model_from_checkpoint, train
+
+    t0 = time.time()
+    cfg, ckpt = _config_from_checkpoint(cfg)
+    out = cfg.out_dir
+    if ckpt.get("qat"):
+        ckpt = torch.load(_require(out / FLOAT_CHECKPOINT, "train"), map_location="cpu", weights_only=False)
+    else:
+        shutil.copyfile(out / CHECKPOINT, out / FLOAT_CHECKPOINT)
+    spec = preprocess_spec(cfg)
+    prepared = prepare(cfg, spec)
+    test = prepared.test
+
+    def top1(c: dict[str, Any]) -> dict[str, Any]:
+        return scores(evaluate_logits(model_from_checkpoint(c), test.images, spec, torch.device("cpu")),
+                      test.labels, c["labels"])
+
+    before = top1(ckpt)
+    log(f"qat: {cfg.qat_epochs} epochs of quantization-aware fine-tuning ({trigger}), "
+        f"from float top-1 {before['top1']:.2f}%")
+    qckpt = train(cfg, prepared, qat_from=ckpt)
+    after = top1(qckpt)
+    res = {
+        "trigger": trigger,
+        "float_before": before,
+        "float_after": after,
+        "int8_before": int8_before,
+        "epochs": qckpt["qat"]["epochs"],
+        "lr": qckpt["qat"]["lr"],
+        "best_epoch": qckpt["qat"]["best_epoch"],
+        "best_val_acc_fake_quant": qckpt["qat"]["best_val_acc"],
+        "history": qckpt["qat"]["history"],
+        "seconds": time.time() - t0,
+    }
+    log(f"qat: float top-1 {before['top1']:.2f}% -> {after['top1']:.2f}% after fine-tuning "
+        f"(fake-quantized validation {res['best_val_acc_fake_quant']:.2f}%, {res['seconds']:.0f}s)")
+    return record(cfg, "qat", res)
 
 
 def run_export(cfg: BuildConfig) -> dict[str, Any]:
@@ -173,23 +226,35 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
     q_in = quantize_images(test.images, spec, inp["scale"], inp["zero_point"])
     q_out = lite.run_int8(q_in)
     onnx_out = onnx_logits(onnx_path, nchw_float(test.images, spec))
-    float_acc = scores(onnx_out, test.labels, ckpt["labels"])["top1"]
+    onnx_acc = scores(onnx_out, test.labels, ckpt["labels"])["top1"]
+    # The gate measures int8 against the trained float model: after QAT, that is the model
+    # before fine-tuning, not the fine-tuned one the ONNX file holds.
+    qat = load_result(cfg.out_dir, "qat") if ckpt.get("qat") else None
+    float_acc = qat["float_before"]["top1"] if qat else onnx_acc
     int8 = scores(q_out.astype(np.float32), test.labels, ckpt["labels"])
     drop = float_acc - int8["top1"]
     if drop > cfg.int8_max_drop:
-        raise GateError(
-            f"int8 gate failed: int8 top-1 {int8['top1']:.2f}% is {drop:.2f} points below float "
-            f"{float_acc:.2f}% (limit {cfg.int8_max_drop}). Try more --calibration-images or more "
-            "--epochs (a model with confident outputs quantises better)"
+        hint = (
+            "Try more --calibration-images, more --epochs (a model with confident outputs quantises better)"
             + (", or an arch without h-swish / squeeze-excite (mobilenet_v1, mobilenet_v2)."
                if cfg.arch.startswith("mobilenet_v3") else ".")
+            if qat else
+            "`make` / `python -m pipeline build` fine-tunes with quantization-aware training next "
+            "(--qat auto); on its own: `python -m pipeline qat`, then export and convert again."
+        )
+        raise GateError(
+            f"int8 gate failed: int8 top-1 {int8['top1']:.2f}% is {drop:.2f} points below float "
+            f"{float_acc:.2f}% (limit {cfg.int8_max_drop})" + (" even after quantization-aware training" if qat else "")
+            + f". {hint}",
+            measured={"int8_top1": int8["top1"], "float_top1": float_acc, "drop": drop, "after_qat": bool(qat)},
         )
     atomic_write_bytes(cfg.out_dir / TFLITE_FILE, model_bytes)
     atomic_write_text(cfg.out_dir / LABELS_FILE, "\n".join(ckpt["labels"]) + "\n")
     write_json(cfg.out_dir / METADATA_FILE, meta)
     res = {
         "int8": int8,
-        "vs_onnx": {"top1_drop": drop, "top1_agreement": agreement(onnx_out, q_out.astype(np.float32))},
+        "vs_onnx": {"top1_drop": onnx_acc - int8["top1"], "top1_agreement": agreement(onnx_out, q_out.astype(np.float32))},
+        "vs_float": {"float_top1": float_acc, "top1_drop": drop, "after_qat": bool(qat)},
         "tflite_bytes": len(model_bytes),
         "ops": ops,
         "distinct_ops": distinct,
@@ -295,6 +360,7 @@ def run_report(cfg: BuildConfig) -> dict[str, Any]:
 RUNNERS = {
     "data": run_data,
     "train": run_train,
+    "qat": run_qat,
     "export": run_export,
     "convert": run_convert,
     "microcode": run_microcode,
@@ -302,11 +368,26 @@ RUNNERS = {
 }
 
 
+def _convert_or_qat(cfg: BuildConfig) -> dict[str, Any]:
+    """Convert; when the int8 gate fails and --qat is auto, fine-tune with QAT and retry once."""
+    try:
+        return run_convert(cfg)
+    except GateError as exc:
+        if cfg.qat != "auto" or not exc.measured or exc.measured.get("after_qat"):
+            raise
+        log(f"convert: {exc}")
+        run_qat(cfg, trigger="int8 gate failed", int8_before=exc.measured)
+        run_export(cfg)
+        return run_convert(cfg)
+
+
 def run_build(cfg: BuildConfig) -> dict[str, Any]:
     t0 = time.time()
     for stage in STAGES:
-        result = RUNNERS[stage](cfg)
+        result = _convert_or_qat(cfg) if stage == "convert" else RUNNERS[stage](cfg)
         if stage == "train" and int(os.environ.get("RANK", "0")) != 0:
             return {}  # other DDP ranks stop after training; rank 0 goes on
+        if stage == "train" and cfg.qat == "on":
+            run_qat(cfg, trigger="--qat on")
     log(f"build: done in {time.time() - t0:.0f}s -> {cfg.out_dir}/report.md")
     return result

@@ -48,6 +48,11 @@ class BuildConfig:
     generated_test_per_class: int = 60
     # conversion
     calibration_images: int = 200
+    # quantization-aware fine-tuning (pipeline/qat.py): "auto" runs it when the int8 gate
+    # fails, "on" always after training, "off" never
+    qat: str = "auto"
+    qat_epochs: int = 8
+    qat_lr: float | None = None  # peak learning rate; None -> lr / 10
     # gates
     onnx_tolerance: float = 1e-4  # max |torch - onnx| over the logits
     int8_max_drop: float = 1.0  # points of top-1, float -> int8
@@ -65,6 +70,8 @@ class BuildConfig:
     def validate(self) -> None:
         if self.color not in ("rgb", "gray"):
             raise PipelineError(f"color must be 'rgb' or 'gray', got '{self.color}'")
+        if self.qat not in ("auto", "on", "off"):
+            raise PipelineError(f"qat must be 'auto', 'on' or 'off', got '{self.qat}'")
         if not self.width > 0:
             raise PipelineError(f"width must be a positive number, got {self.width}")
         if self.epochs < 1:

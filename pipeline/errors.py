@@ -7,3 +7,7 @@ class PipelineError(Exception):
 
 class GateError(PipelineError):
     """A verification gate failed: which stage, by how much, and what to try."""
+
+    def __init__(self, message: str, measured: dict | None = None) -> None:
+        super().__init__(message)
+        self.measured = measured or {}

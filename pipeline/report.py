@@ -17,13 +17,6 @@ from .config import BuildConfig
 from .errors import PipelineError
 from .util import atomic_write_text, write_json
 
-STAGE_NAMES = [
-    ("torch_float", "train", "float"),
-    ("onnx", "export", "onnx"),
-    ("int8_tflite", "convert", "int8"),
-    ("tflm", "microcode", "tflm"),
-]
-
 
 def _model_facts(cfg: BuildConfig, ckpt: dict[str, Any], conv: dict[str, Any], micro: dict[str, Any]) -> dict[str, Any]:
     from .models.stats import count_macs, count_params
@@ -103,8 +96,11 @@ def write_report(cfg: BuildConfig, ckpt: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise PipelineError(f"no results for stage(s) {', '.join(missing)} in {out}: run `python -m pipeline build` first")
     train, export, conv, micro = (results[s] for s in ("train", "export", "convert", "microcode"))
-    stages: dict[str, Any] = {
-        "torch_float": {**train["float"], "vs_previous": None},
+    qat = load_result(out, "qat") if ckpt.get("qat") else None
+    stages: dict[str, Any] = {"torch_float": {**train["float"], "vs_previous": None}}
+    if qat:
+        stages["torch_qat"] = {**qat["float_after"], "vs_previous": None}
+    stages |= {
         "onnx": {**export["onnx"], "vs_previous": export["vs_torch"]},
         "int8_tflite": {**conv["int8"], "vs_previous": conv["vs_onnx"]},
         "tflm": {**micro["tflm"], "vs_previous": micro["vs_int8"]},
@@ -112,14 +108,17 @@ def write_report(cfg: BuildConfig, ckpt: dict[str, Any]) -> dict[str, Any]:
     gates = [
         {"stage": "onnx", "check": "max abs(torch - onnx) logits", "value": export["vs_torch"]["max_abs_diff"],
          "limit": cfg.onnx_tolerance, "passed": export["vs_torch"]["max_abs_diff"] < cfg.onnx_tolerance},
-        {"stage": "int8_tflite", "check": "top-1 drop vs float (points)", "value": conv["vs_onnx"]["top1_drop"],
-         "limit": cfg.int8_max_drop, "passed": conv["vs_onnx"]["top1_drop"] <= cfg.int8_max_drop},
+        {"stage": "int8_tflite", "check": "top-1 drop vs float (points)", "value": conv["vs_float"]["top1_drop"],
+         "limit": cfg.int8_max_drop, "passed": conv["vs_float"]["top1_drop"] <= cfg.int8_max_drop},
         {"stage": "tflm", "check": "max abs(TFLM - LiteRT ref) (LSB)", "value": micro["vs_int8"]["max_lsb_diff"],
          "limit": cfg.tflm_max_lsb, "passed": micro["vs_int8"]["max_lsb_diff"] <= cfg.tflm_max_lsb},
         {"stage": "tflm", "check": "top-1 agreement vs LiteRT ref (%)", "value": micro["vs_int8"]["top1_agreement"],
          "limit": cfg.tflm_min_agreement, "passed": micro["vs_int8"]["top1_agreement"] >= cfg.tflm_min_agreement},
     ]
     timings = {s: round(r["seconds"], 2) for s, r in results.items() if r is not None}
+    if qat:
+        timings = {**{k: v for k, v in timings.items() if k in ("data", "train")}, "qat": round(qat["seconds"], 2),
+                   **{k: v for k, v in timings.items() if k not in ("data", "train")}}
     model = _model_facts(cfg, ckpt, conv, micro)
     plots = _plots(out, stages, ckpt["history"], ckpt["labels"])
     report = {
@@ -141,6 +140,9 @@ def write_report(cfg: BuildConfig, ckpt: dict[str, Any]) -> dict[str, Any]:
             "weights_from": ckpt["weights_from"],
             "world_size": ckpt.get("world_size", 1),
         },
+        "qat": qat and {k: v for k, v in qat.items() if k not in ("float_before", "float_after")}
+        | {"float_before_top1": qat["float_before"]["top1"], "float_after_top1": qat["float_after"]["top1"],
+           "int8_top1": conv["int8"]["top1"]},
         "plots": plots,
     }
     write_json(out / "report.json", report)
@@ -164,8 +166,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "| stage | top-1 | images | agreement with previous stage |",
         "|---|---|---|---|",
     ]
-    for key, _, _ in STAGE_NAMES:
-        s = st[key]
+    for key, s in st.items():
         prev = s.get("vs_previous")
         if prev is None:
             vs = "-"
@@ -179,6 +180,17 @@ def render_markdown(r: dict[str, Any]) -> str:
                 extra.append(f"max {prev['max_lsb_diff']} LSB, {'bit-exact' if prev.get('bit_exact') else 'not bit-exact'}")
             vs = f"{prev['top1_agreement']:.2f}% top-1 agreement; " + ", ".join(extra)
         lines.append(f"| {key} | {s['top1']:.2f}% | {s['n']} | {vs} |")
+    q = r.get("qat")
+    if q:
+        before = q["int8_before"]
+        lines += [
+            "",
+            f"Quantization-aware training ({q['trigger']}): {q['epochs']} epochs at lr {q['lr']:.2g} "
+            f"(best epoch {q['best_epoch']}, {q['seconds']:.0f} s). Float {q['float_before_top1']:.2f}% before, "
+            f"{q['float_after_top1']:.2f}% after (torch_qat: weights on the int8 grid, activations float); "
+            + (f"int8 {before['int8_top1']:.2f}% with post-training quantization alone, " if before else "")
+            + f"{q['int8_top1']:.2f}% after QAT.",
+        ]
     lines += ["", "## Gates", "", "| stage | check | value | limit | |", "|---|---|---|---|---|"]
     for g in r["gates"]:
         lines.append(f"| {g['stage']} | {g['check']} | {g['value']:.4g} | {g['limit']:g} | {'pass' if g['passed'] else 'FAIL'} |")

@@ -26,6 +26,7 @@ from .util import atomic_write_bytes, log
 
 CHECKPOINT = "model.pt"
 TRAIN_STATE = "train_state.pt"
+QAT_STATE = "qat_state.pt"
 
 
 # ----------------------------------------------------------------------------------------
@@ -215,9 +216,14 @@ def prepare_once(cfg: BuildConfig, spec: Preprocess, rank: int, world: int) -> P
     return prepared or prepare(cfg, spec)
 
 
-def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
-    """Train and write model.pt (the best validation checkpoint). Returns the checkpoint."""
-    rank, world = dist_info()
+def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train and write model.pt (the best validation checkpoint). Returns the checkpoint.
+
+    With `qat_from` (a checkpoint), fine-tune that model with quantization-aware training
+    instead (pipeline/qat.py): `cfg.qat_epochs` epochs at `cfg.qat_lr`, the best epoch
+    chosen on the fake-quantized validation score.
+    """
+    rank, world = (0, 1) if qat_from is not None else dist_info()  # QAT: a short fine-tune, one process
     device = pick_device(rank)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -236,9 +242,22 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
     x_val, y_val = tr.images[held], tr.labels[held]
 
     model = build_model(cfg.arch, cfg.width, k, spec.channels, cfg.resolution)
-    source = "scratch"
-    if cfg.pretrained and cfg.pretrained != "none":
-        source = _load_pretrained(model, cfg)
+    epochs, lr = cfg.epochs, cfg.lr
+    snapshot = model.state_dict
+    if qat_from is not None:
+        from . import qat
+
+        model.load_state_dict(qat_from["state_dict"])
+        source = qat_from["weights_from"]
+        qat.prepare(model)
+        epochs, lr = cfg.qat_epochs, cfg.qat_lr or cfg.lr / 10
+
+        def snapshot() -> dict[str, torch.Tensor]:
+            return qat.plain_state_dict(model)
+    else:
+        source = "scratch"
+        if cfg.pretrained and cfg.pretrained != "none":
+            source = _load_pretrained(model, cfg)
     model.to(device)
     net: nn.Module = model
     if world > 1:
@@ -255,22 +274,22 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
+        lr=lr,
     )
     global_batch = cfg.batch_size
     per_rank = max(1, global_batch // world)
     steps = max(1, len(y_train) // global_batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1, div_factor=10, final_div_factor=100
+        opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.1, div_factor=10, final_div_factor=100
     )
     out = cfg.out_dir
-    state_path = out / TRAIN_STATE
+    state_path = out / (TRAIN_STATE if qat_from is None else QAT_STATE)
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"val_acc": -1.0, "val_loss": float("inf"), "epoch": -1, "state": None}
     start_epoch = 0
     if cfg.resume and state_path.is_file():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
-        if st["config"] == _train_signature(cfg):
+        if st["config"] == _train_signature(cfg) and st.get("qat") == (qat_from is not None):
             model.load_state_dict(st["model"])
             opt.load_state_dict(st["opt"])
             sched.load_state_dict(st["sched"])
@@ -284,12 +303,12 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(cfg.seed)
     t0 = time.time()
     bad_epochs = 0
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, epochs):
         gen.manual_seed(cfg.seed * 1000 + epoch)
         order = torch.randperm(len(y_train), generator=gen).numpy()[: steps * global_batch]
         net.train()
         seen, correct, loss_sum = 0, 0, 0.0
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=None if rank == 0 else True, unit="step")
+        bar = tqdm(range(steps), desc=f"{'QAT ' if qat_from else ''}epoch {epoch + 1}/{epochs}", leave=False, disable=None if rank == 0 else True, unit="step")
         for s in bar:
             idx = order[s * global_batch : (s + 1) * global_batch][rank * per_rank : (rank + 1) * per_rank]
             xb = torch.as_tensor(x_train[idx], device=device).permute(0, 3, 1, 2).float()
@@ -311,7 +330,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
         val_acc = float((val_logits.argmax(1) == y_val).mean() * 100)
         elapsed = time.time() - t0
         done = epoch + 1 - start_epoch
-        eta = elapsed / done * (cfg.epochs - epoch - 1)
+        eta = elapsed / done * (epochs - epoch - 1)
         row = {
             "epoch": epoch + 1,
             "train_loss": loss_sum / max(seen, 1),
@@ -328,20 +347,20 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
                 "val_acc": val_acc,
                 "val_loss": val_loss,
                 "epoch": epoch + 1,
-                "state": {k_: v.detach().cpu().clone() for k_, v in model.state_dict().items()},
+                "state": {k_: v.detach().cpu().clone() for k_, v in snapshot().items()},
             }
             bad_epochs = 0
         else:
             bad_epochs += 1
         if rank == 0:
             log(
-                f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.3f}  train {row['train_acc']:.1f}%  "
+                f"{'QAT ' if qat_from else ''}epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.3f}  train {row['train_acc']:.1f}%  "
                 f"val {val_acc:.1f}% (best {best['val_acc']:.1f}% @ {best['epoch']})  "
                 f"{elapsed:.0f}s, ~{eta:.0f}s left"
             )
             _save(
                 state_path,
-                {"config": _train_signature(cfg), "model": model.state_dict(), "opt": opt.state_dict(),
+                {"config": _train_signature(cfg), "qat": qat_from is not None, "model": model.state_dict(), "opt": opt.state_dict(),
                  "sched": sched.state_dict(), "history": history, "best": best, "epoch": epoch},
             )
         stop = bad_epochs >= cfg.patience
@@ -356,30 +375,45 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
                 log(f"early stop: no better validation score for {cfg.patience} epochs")
             break
 
-    ckpt = {
-        "state_dict": best["state"],
-        "config": cfg.to_dict(),
-        "labels": labels,
-        "in_channels": spec.channels,
-        "preprocess": spec.to_dict(),
-        "history": history,
-        "best_epoch": best["epoch"],
-        "best_val_acc": best["val_acc"],
-        "weights_from": source,
-        "dataset": {
-            "root": str(ds.root),
-            "layout": ds.layout,
-            "notes": ds.notes,
-            "train_images": int(len(tr.labels)),
-            "train_used": int(len(y_train)),
-            "val_images": int(len(y_val)),
-            "test_images": int(len(prepared.test.labels)),
-            "skipped": len(tr.skipped) + len(prepared.test.skipped),
-            "class_counts": np.bincount(tr.labels, minlength=k).tolist(),
-        },
-        "world_size": world,
-        "train_seconds": time.time() - t0,
-    }
+    if qat_from is not None:
+        ckpt = {
+            **qat_from,
+            "state_dict": best["state"],
+            "config": cfg.to_dict(),
+            "qat": {
+                "epochs": epochs,
+                "lr": lr,
+                "history": history,
+                "best_epoch": best["epoch"],
+                "best_val_acc": best["val_acc"],
+                "seconds": time.time() - t0,
+            },
+        }
+    else:
+        ckpt = {
+            "state_dict": best["state"],
+            "config": cfg.to_dict(),
+            "labels": labels,
+            "in_channels": spec.channels,
+            "preprocess": spec.to_dict(),
+            "history": history,
+            "best_epoch": best["epoch"],
+            "best_val_acc": best["val_acc"],
+            "weights_from": source,
+            "dataset": {
+                "root": str(ds.root),
+                "layout": ds.layout,
+                "notes": ds.notes,
+                "train_images": int(len(tr.labels)),
+                "train_used": int(len(y_train)),
+                "val_images": int(len(y_val)),
+                "test_images": int(len(prepared.test.labels)),
+                "skipped": len(tr.skipped) + len(prepared.test.skipped),
+                "class_counts": np.bincount(tr.labels, minlength=k).tolist(),
+            },
+            "world_size": world,
+            "train_seconds": time.time() - t0,
+        }
     if rank == 0:
         _save(out / CHECKPOINT, ckpt)
         state_path.unlink(missing_ok=True)

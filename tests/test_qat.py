@@ -1,0 +1,74 @@
+"""Quantization-aware training (pipeline/qat.py): BN folding, int8 rounding of weights and
+activations, and the plain model it leaves behind."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline import qat
+from pipeline.models import build_model
+
+ARCHS = [("mobilenet_v1", 0.25), ("mobilenet_v2", 0.35), ("mobilenet_v3_small", 0.5), ("mobilenet_v3_large", 0.5)]
+
+
+def _trained_looking(arch: str, width: float) -> nn.Module:
+    """A model whose BatchNorms hold non-trivial statistics, as after training."""
+    torch.manual_seed(0)
+    model = build_model(arch, width, 4, 3, 64)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("arch,width", ARCHS)
+def test_folding_batchnorm_keeps_the_function(arch: str, width: float) -> None:
+    model = _trained_looking(arch, width)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+        qat.fold_batchnorm(model)
+        model.train()  # folded BNs stay in inference mode
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.eval()
+        after = model(x)
+    assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("arch,width", ARCHS)
+def test_prepared_model_leaves_a_plain_model_with_int8_grid_weights(arch: str, width: float) -> None:
+    model = _trained_looking(arch, width)
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    qat.prepare(model)
+    model.train()
+    with torch.no_grad():
+        model(x)  # activation ranges from one batch
+    model.eval()
+    with torch.no_grad():
+        fake = model(x)
+    # int8 rounding moves the logits a little, not a lot
+    assert 0 < float((fake - ref).abs().max()) < 0.1 * float(ref.abs().max()) + 1e-3
+
+    state = qat.plain_state_dict(model)
+    plain = build_model(arch, width, 4, 3, 64).eval()
+    plain.load_state_dict(state)  # the architecture's own keys, nothing extra
+    for name, m in plain.named_modules():
+        if isinstance(m, nn.Conv2d):  # symmetric per-channel int8: w = k * amax / 127
+            w = m.weight.detach().flatten(1)
+            steps = w / (w.abs().amax(1, keepdim=True) / 127).clamp_min(1e-12)
+            assert torch.allclose(steps, steps.round(), atol=1e-3), name
+            assert float(steps.abs().max()) <= 127 + 1e-3, name
+
+
+def test_activation_points_are_the_int8_graphs_tensors() -> None:
+    # V1 0.25: 27 conv outputs (fused ReLU6), the pooled features and the logits
+    model = build_model("mobilenet_v1", 0.25, 4, 3, 64)
+    assert len(qat.prepare(model)) == 27 + 2
