@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +39,14 @@ def default_bench_source(model: str) -> str:
     raise DeviceError(f"no held-out images under {held_out}: give --source (a video, folder or camera)")
 
 
+@contextmanager
+def cores_used(into: list[float]) -> Iterator[None]:
+    """Append this process's CPU seconds per wall second over the block (all its threads)."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    yield
+    into.append((time.process_time() - cpu) / (time.perf_counter() - wall))
+
+
 def bench(model: str, labels: str | None, threads: int, source_spec: str | None, seconds: float,
           rounds: int = 10) -> dict:
     """`rounds` x (raw, end to end, raw), each part seconds / rounds long.
@@ -50,13 +62,17 @@ def bench(model: str, labels: str | None, threads: int, source_spec: str | None,
     status = RunStatus("", Metrics(window=1_000_000))
     part = seconds / rounds
     raws, e2es, ratios, invokes, intervals, busy, frames = [], [], [], [], [], [], 0
+    raw_cores, e2e_cores = [], []
     for _ in range(rounds):
         source = open_source(source_spec, loop=True, model_size=clf.size)
         status.source = source.name
-        raw_before, d_before = clf.raw_fps(part / 2)
+        with cores_used(raw_cores):
+            raw_before, d_before = clf.raw_fps(part / 2)
         first = status.metrics.frames
-        summary = run_loop(clf, source, RunOptions(max_seconds=part, warmup_frames=10), status, threading.Event())
-        raw_after, d_after = clf.raw_fps(part / 2)
+        with cores_used(e2e_cores):
+            summary = run_loop(clf, source, RunOptions(max_seconds=part, warmup_frames=10), status, threading.Event())
+        with cores_used(raw_cores):
+            raw_after, d_after = clf.raw_fps(part / 2)
         if summary.timed_frames < 10:
             raise DeviceError(f"only {summary.frames} frames from {source.name} in {part:.1f}s: nothing to measure")
         raw = (raw_before + raw_after) / 2
@@ -86,6 +102,9 @@ def bench(model: str, labels: str | None, threads: int, source_spec: str | None,
         "frame_interval_p50_ms": round(interval_p50, 4),
         "ratio_p50": round(invoke_p50 / interval_p50, 3),
         "frames": frames,
+        "cpus": os.cpu_count(),
+        "raw_cores": round(statistics.median(raw_cores), 2),
+        "e2e_cores": round(statistics.median(e2e_cores), 2),
         "latency_ms": status.metrics.latency(),
     }
 
@@ -102,6 +121,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"ratio    {r['ratio']:.3f} (end-to-end / raw, median; per round {r['ratio_per_round']})")
     print(f"p50      {r['ratio_p50']:.3f} (median invoke() {r['invoke_p50_ms']:.3f} ms / median frame interval"
           f" {r['frame_interval_p50_ms']:.3f} ms)")
+    print(f"cores    {r['e2e_cores']:.2f} end to end, {r['raw_cores']:.2f} raw (CPU seconds per second, of"
+          f" {r['cpus']}: near 1 end to end on a machine other work keeps busy means the runner's threads shared one core)")
     print(f"loop     {r['loop_ratio_p50']:.3f} (median invoke() / median time the inference loop spends per frame,"
           f" {r['loop_p50_ms']:.3f} ms: the ratio if capture + preprocessing always kept up)")
     print("latency  ms     p50      p95")
