@@ -58,7 +58,7 @@ class InputTable:
         return np.add(u8, self.shift).view(self.lut.dtype)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TopK:
     labels: list[str]
     scores: list[float]
@@ -98,6 +98,9 @@ class Classifier:
         # A build's model outputs logits (docs/FORMATS.md); other models may end in SOFTMAX.
         self._softmax = spec.metadata is not None or not self._ends_in_softmax()
         self._in_index, self._out_index = self._in["index"], self._out["index"]
+        # Softmax of 8-bit outputs from a table: exp((q - max q) * scale) for q - max q in -255..0.
+        byte_out = quantized and np.dtype(self._out["dtype"]).itemsize == 1 and self._softmax
+        self._exp = [math.exp(-d * float(self._out_scale)) for d in range(256)] if byte_out else None
 
     def _ends_in_softmax(self) -> bool:
         """Is the output a SOFTMAX's, possibly through (de)quantise / reshape ops?"""
@@ -151,12 +154,17 @@ class Classifier:
                 np.exp(x, out=x)
                 x /= x.sum()
             return x.tolist()
-        zero, scale = float(self._out_zero), float(self._out_scale)
-        v = [(q - zero) * scale for q in raw.reshape(-1).tolist()]
-        if not self._softmax:
-            return v
-        top = max(v)
-        e = [math.exp(a - top) for a in v]
+        q = raw.reshape(-1).tolist()
+        if self._exp is not None:
+            top, exp = max(q), self._exp
+            e = [exp[top - a] for a in q]
+        else:
+            zero, scale = float(self._out_zero), float(self._out_scale)
+            v = [(a - zero) * scale for a in q]
+            if not self._softmax:
+                return v
+            top = max(v)
+            e = [math.exp(a - top) for a in v]
         total = sum(e)
         return [a / total for a in e]
 
