@@ -167,7 +167,7 @@ def run_loop(clf: Classifier, source: Source, opts: RunOptions, status: RunStatu
                 stage_ms = dict(zip(STAGES, (item.capture_ms, item.preprocess_ms, invoke_ms, post_ms), strict=True))
                 result = Result(frames - 1, item.frame.index, item.frame.name, label, score,
                                 list(zip(tk.labels, tk.scores, strict=True)), stage_ms)
-                if due:
+                if printer is not None and due:
                     printer.write(result)
                 if log is not None:
                     log.write(result)
