@@ -3,8 +3,12 @@ activations, and the plain model it leaves behind."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from conftest import RPS, V1_WEIGHTS, run_pipeline
 from torch import nn
 
 from pipeline import qat
@@ -72,3 +76,29 @@ def test_activation_points_are_the_int8_graphs_tensors() -> None:
     # V1 0.25: 27 conv outputs (fused ReLU6), the pooled features and the logits
     model = build_model("mobilenet_v1", 0.25, 4, 3, 64)
     assert len(qat.prepare(model)) == 27 + 2
+
+
+@pytest.mark.slow
+def test_qat_closes_a_real_post_training_quantization_gap(tmp_path: Path) -> None:
+    """rps with the ImageNet V1 backbone, 15 epochs: post-training quantization alone loses
+    more than the gate's point (88.09% vs 89.15% on this machine type); the build's automatic
+    QAT fine-tune brings int8 back within the gate of the float model as trained."""
+    if not RPS.is_dir() or not V1_WEIGHTS.is_file():
+        pytest.skip(f"needs the shared rps dataset ({RPS}) and V1 weights ({V1_WEIGHTS})")
+    out = tmp_path / "rps"
+    run_pipeline("build", "--data", str(RPS), "--pretrained", str(V1_WEIGHTS), "--epochs", "15",
+                 "--lr", "1e-3", "--out", str(out))
+    r = json.loads((out / "report.json").read_text())
+    q = r["qat"]
+    assert q is not None and q["trigger"] == "int8 gate failed", "post-training quantization passed: no gap to close"
+    before = q["int8_before"]
+    assert before["drop"] > 1.0 and not before["after_qat"]
+    int8_after = r["stages"]["int8_tflite"]["top1"]
+    drop_after = q["float_before_top1"] - int8_after
+    assert drop_after <= 1.0 and int8_after > before["int8_top1"]
+    assert all(g["passed"] for g in r["gates"])
+    # the fine-tuned model is what the later stages hold, and TFLM still matches LiteRT
+    assert r["stages"]["torch_qat"]["top1"] == q["float_after_top1"]
+    assert r["stages"]["tflm"]["vs_previous"]["max_lsb_diff"] <= 1
+    assert (out / "model_float.pt").is_file()
+    assert "Quantization-aware training (int8 gate failed)" in (out / "report.md").read_text()
