@@ -32,7 +32,7 @@ def _options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--color", choices=["rgb", "gray"], help="model input colour (default rgb)")
     g.add_argument("--epochs", type=int, help="training epochs (default 40)")
     g.add_argument("--batch-size", dest="batch_size", type=int, help="batch size (default 32)")
-    g.add_argument("--lr", type=float, help="peak learning rate (default 3e-3)")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 3e-3 from scratch, 1e-3 from pretrained weights)")
     g.add_argument("--seed", type=int, help="seed for data generation, splits and training (default 0)")
     g.add_argument("--pretrained", help="ImageNet backbone to start from: a Keras .h5 file, a name like "
                    "mobilenet_v1_0.25_224, 'auto' (default: the published one when cached or downloadable) "
@@ -40,6 +40,8 @@ def _options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-hflip", dest="hflip", action="store_const", const=False,
                    help="no horizontal flips in augmentation (when mirroring changes the class)")
     g.add_argument("--rotation", type=float, help="random rotation in augmentation, +- degrees (default 12)")
+    g.add_argument("--color-cast", dest="color_cast", type=float,
+                   help="random per-channel colour gain in augmentation, 1 +- this (default 0.25; 0 for none)")
     g.add_argument("--resume", action="store_const", const=True, help="continue an interrupted training run")
     g.add_argument("--qat", choices=["auto", "on", "off"],
                    help="quantization-aware fine-tuning: 'auto' (default) when the int8 gate fails, 'on' always, 'off' never")

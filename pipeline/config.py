@@ -31,13 +31,14 @@ class BuildConfig:
     # training
     epochs: int = 40
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float | None = None  # peak; None -> 3e-3 from scratch, 1e-3 fine-tuning pretrained weights
     weight_decay: float = 5e-5
     label_smoothing: float = 0.1
     val_fraction: float = 0.1
     patience: int = 10  # early stopping, in epochs without a better validation score
     hflip: bool = True  # random horizontal flips (turn off when mirroring changes the class)
     rotation: float = 12.0  # random rotation range in degrees, +-
+    color_cast: float = 0.25  # random per-channel colour gain, 1 +- this (RGB models)
     seed: int = 0
     resume: bool = False  # continue an interrupted training run from train_state.pt
     # datasets

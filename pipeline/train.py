@@ -27,6 +27,8 @@ from .util import atomic_write_bytes, log
 CHECKPOINT = "model.pt"
 TRAIN_STATE = "train_state.pt"
 QAT_STATE = "qat_state.pt"
+LR_SCRATCH = 3e-3  # peak learning rates when --lr is not given
+LR_PRETRAINED = 1e-3  # fine-tuning an ImageNet backbone: lower, so that it is not unlearned
 
 
 # ----------------------------------------------------------------------------------------
@@ -106,8 +108,11 @@ def augment(
     total: int | None = None,
     offset: int = 0,
     rotation: float = 12.0,
+    color_cast: float = 0.0,
 ) -> torch.Tensor:
-    """Random resized crop, flip, small rotation, brightness / contrast / saturation jitter.
+    """Random resized crop, flip, small rotation, brightness / contrast / saturation jitter,
+    and a colour cast (each RGB channel scaled by 1 +- `color_cast`, as white balance and
+    lighting shift colours between cameras and rooms).
 
     `x` is a float NCHW batch in pixel units [0, 255]; the result too. Under DDP each
     process holds rows offset..offset+n of a global batch of `total`: the random draws are
@@ -140,6 +145,9 @@ def augment(
         s = u(0.6, 1.4)[:, None, None, None]
         luma = x.mean(dim=1, keepdim=True)
         x = (x - luma) * s + luma
+        if color_cast > 0:
+            gains = torch.stack([u(1 - color_cast, 1 + color_cast) for _ in range(x.shape[1])], 1)
+            x = x * gains[:, :, None, None]
     return x.clamp(0, 255)
 
 
@@ -242,7 +250,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
     x_val, y_val = tr.images[held], tr.labels[held]
 
     model = build_model(cfg.arch, cfg.width, k, spec.channels, cfg.resolution)
-    epochs, lr = cfg.epochs, cfg.lr
+    epochs = cfg.epochs
     snapshot = model.state_dict
     if qat_from is not None:
         from . import qat
@@ -250,7 +258,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
         model.load_state_dict(qat_from["state_dict"])
         source = qat_from["weights_from"]
         qat.prepare(model)
-        epochs, lr = cfg.qat_epochs, cfg.qat_lr or cfg.lr / 10
+        epochs, lr = cfg.qat_epochs, cfg.qat_lr or qat_from.get("train_lr", LR_SCRATCH) / 10
 
         def snapshot() -> dict[str, torch.Tensor]:
             return qat.plain_state_dict(model)
@@ -258,6 +266,8 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
         source = "scratch"
         if cfg.pretrained and cfg.pretrained != "none":
             source = _load_pretrained(model, cfg)
+        lr = cfg.lr or (LR_PRETRAINED if source != "scratch" else LR_SCRATCH)
+        log(f"training {epochs} epochs at peak learning rate {lr:g}")
     model.to(device)
     net: nn.Module = model
     if world > 1:
@@ -312,7 +322,8 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
         for s in bar:
             idx = order[s * global_batch : (s + 1) * global_batch][rank * per_rank : (rank + 1) * per_rank]
             xb = torch.as_tensor(x_train[idx], device=device).permute(0, 3, 1, 2).float()
-            xb = augment(xb, gen, cfg.hflip, spec.color == "gray", global_batch, rank * per_rank, cfg.rotation)
+            xb = augment(xb, gen, cfg.hflip, spec.color == "gray", global_batch, rank * per_rank, cfg.rotation,
+                         cfg.color_cast)
             xb = (xb - spec.mean) / spec.std
             yb = torch.as_tensor(y_train[idx], device=device)
             logits = net(xb)
@@ -400,6 +411,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
             "best_epoch": best["epoch"],
             "best_val_acc": best["val_acc"],
             "weights_from": source,
+            "train_lr": lr,
             "dataset": {
                 "root": str(ds.root),
                 "layout": ds.layout,

@@ -26,9 +26,9 @@ def test_augment_keeps_shape_and_range_and_is_seeded() -> None:
 
 def test_augment_shards_draw_like_the_global_batch() -> None:
     x = torch.rand(8, 3, 16, 16) * 255
-    whole = augment(x, torch.Generator().manual_seed(3), True, False)
-    first = augment(x[:4], torch.Generator().manual_seed(3), True, False, total=8, offset=0)
-    second = augment(x[4:], torch.Generator().manual_seed(3), True, False, total=8, offset=4)
+    whole = augment(x, torch.Generator().manual_seed(3), True, False, color_cast=0.25)
+    first = augment(x[:4], torch.Generator().manual_seed(3), True, False, total=8, offset=0, color_cast=0.25)
+    second = augment(x[4:], torch.Generator().manual_seed(3), True, False, total=8, offset=4, color_cast=0.25)
     assert torch.allclose(torch.cat([first, second]), whole, atol=1e-4)
 
 
