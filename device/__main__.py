@@ -33,6 +33,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="build directory (metadata.json, model_int8.tflite, labels.txt) or a .tflite")
     p.add_argument("--labels", help="labels file, one per line in output order (for a bare .tflite)")
     p.add_argument("--threads", type=positive_int, default=default_threads(), help="interpreter threads (default %(default)s)")
+    p.add_argument("--capture", choices=("auto", "thread", "process"), default="auto",
+                   help="where frames are read and preprocessed: a child process for files and folders without"
+                        " --web/--preview (Linux), else a thread (default %(default)s: the best that fits)")
 
 
 def _web_args(p: argparse.ArgumentParser) -> None:

@@ -1,5 +1,8 @@
 """The capture thread: read frames, preprocess them, hand them to the inference loop.
 
+(`feed` is the loop itself; device/capture_process.py runs it in a child process instead,
+for files and folders when no pixels are needed in the runner's process.)
+
 Capture and preprocessing run here, beside the interpreter, so the loop that invokes the
 model never waits for a camera or for numpy. Live sources keep only the newest frame
 (a slow model never classifies stale frames); files are handed over one by one, none
@@ -15,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -105,53 +108,69 @@ class FrameFeeder(threading.Thread):
         self.source, self.prepare, self.status, self.stop = source, prepare, status, stop
         self.backoff = backoff
         self.mailbox = Mailbox(latest_only=source.live)
-
-    def _fail(self, message: str, delay: float) -> None:
-        self.status.error(message)
-        self.status.set_state("reconnecting")
-        print(f"{message}; retrying in {delay:.1f}s", file=sys.stderr, flush=True)
-        try:
-            self.source.close()
-        except Exception:  # the source is already broken; closing it is best effort
-            pass
-        self.stop.wait(delay)
+        self.get = self.mailbox.get
 
     def run(self) -> None:
-        delay, opened = self.backoff[0], False
-        try:
-            while not self.stop.is_set():
-                try:
-                    if not opened:
-                        self.source.open()
-                        opened = True
-                    t0 = time.perf_counter()
-                    frame = self.source.read()
-                    t1 = time.perf_counter()
-                except FrameSkipped as e:
-                    self.status.error(str(e))
-                    print(str(e), file=sys.stderr, flush=True)
-                    continue
-                except SourceError as e:
-                    if not self.source.live:
-                        self.mailbox.put(End(str(e)), self.stop)
-                        return
-                    opened = False
-                    self._fail(str(e), delay)
-                    delay = min(delay * 2, self.backoff[1])
-                    continue
-                if frame is None:
-                    self.mailbox.put(End(), self.stop)
-                    return
-                delay = self.backoff[0]
-                tensor = self.prepare(frame.rgb) if self.prepare else None
-                t2 = time.perf_counter()
-                self.mailbox.put(Item(frame, tensor, (t1 - t0) * 1e3, (t2 - t1) * 1e3), self.stop)
-        except DeviceError as e:
-            self.mailbox.put(End(str(e)), self.stop)
-        except Exception as e:  # a bug or an unexpected library error: end the run, say why
-            self.mailbox.put(End(f"capture thread failed: {type(e).__name__}: {e}"), self.stop)
-        finally:
+        feed(self.source, self.prepare, self.status, self.stop, self.mailbox.put, self.backoff)
+
+
+class Status(Protocol):
+    def error(self, message: str) -> None: ...
+    def set_state(self, state: str) -> None: ...
+
+
+def feed(
+    source: Source,
+    prepare: Callable[[np.ndarray], np.ndarray] | None,
+    status: Status,
+    stop: Any,
+    put: Callable[[Any, Any], bool],
+    backoff: tuple[float, float],
+) -> None:
+    """Read, prepare and `put` frames until the source ends or `stop` is set (a capture
+    thread's or a capture process's whole life). Ends with an `End` put, unless stopped."""
+    delay, opened = backoff[0], False
+    try:
+        while not stop.is_set():
             try:
-                self.source.close()
-            except Exception:  # noqa: BLE001 - shutting down; nothing useful to do with it
-                pass
+                if not opened:
+                    source.open()
+                    opened = True
+                t0 = time.perf_counter()
+                frame = source.read()
+                t1 = time.perf_counter()
+            except FrameSkipped as e:
+                status.error(str(e))
+                print(str(e), file=sys.stderr, flush=True)
+                continue
+            except SourceError as e:
+                if not source.live:
+                    put(End(str(e)), stop)
+                    return
+                opened = False
+                status.error(str(e))
+                status.set_state("reconnecting")
+                print(f"{e}; retrying in {delay:.1f}s", file=sys.stderr, flush=True)
+                try:
+                    source.close()
+                except Exception:  # the source is already broken; closing it is best effort
+                    pass
+                stop.wait(delay)
+                delay = min(delay * 2, backoff[1])
+                continue
+            if frame is None:
+                put(End(), stop)
+                return
+            delay = backoff[0]
+            tensor = prepare(frame.rgb) if prepare else None
+            t2 = time.perf_counter()
+            put(Item(frame, tensor, (t1 - t0) * 1e3, (t2 - t1) * 1e3), stop)
+    except DeviceError as e:
+        put(End(str(e)), stop)
+    except Exception as e:  # a bug or an unexpected library error: end the run, say why
+        put(End(f"capture failed: {type(e).__name__}: {e}"), stop)
+    finally:
+        try:
+            source.close()
+        except Exception:  # noqa: BLE001 - shutting down; nothing useful to do with it
+            pass

@@ -65,6 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log=ResultLog(Path(args.log)) if args.log else None,
         view=LiveView(status) if args.web else None,
         preview=args.preview,
+        capture=args.capture,
     )
     server = start_web(args.host, args.port, opts.view) if opts.view is not None else None
     try:

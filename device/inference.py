@@ -79,6 +79,7 @@ class Classifier:
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] not in (1, 3):
             raise DeviceError(f"{spec.tflite}: expected a square NHWC image input with 1 or 3 channels, got {shape}")
         self.size, self.channels = shape[1], shape[3]
+        self.input_shape = tuple(shape)
         self.preprocess = spec.preprocess or Preprocess(size=self.size, color="gray" if self.channels == 1 else "rgb")
         if (self.preprocess.size, self.preprocess.channels) != (self.size, self.channels):
             raise DeviceError(

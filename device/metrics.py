@@ -1,12 +1,13 @@
 """Per-stage latency (capture, preprocess, invoke, postprocess) p50/p95 and FPS.
 
-The inference loop records one row per classified frame; the web server's health
-handler and the stats printer read snapshots from other threads.
+The inference loop records one row per classified frame (the only writer); the web
+server's health handler and the stats printer read snapshots from other threads. No lock:
+a deque append is atomic, and readers copy it in one C call (`list(deque)`), which no
+other thread can interleave with.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 
@@ -17,7 +18,6 @@ STAGES = ("capture", "preprocess", "invoke", "postprocess")
 
 class Metrics:
     def __init__(self, window: int = 1000, fps_window_s: float = 3.0) -> None:
-        self._lock = threading.Lock()
         self._rows: deque[tuple[float, float, float, float, float]] = deque(maxlen=window)  # STAGES ms, done
         self.fps_window_s = fps_window_s
         self.frames = 0
@@ -25,21 +25,17 @@ class Metrics:
     def record(self, capture: float, preprocess: float, invoke: float, postprocess: float,
                done: float | None = None) -> None:
         """One classified frame: each stage's ms (in STAGES order), and when it was done."""
-        row = (capture, preprocess, invoke, postprocess, time.perf_counter() if done is None else done)
-        with self._lock:
-            self._rows.append(row)
-            self.frames += 1
+        self._rows.append((capture, preprocess, invoke, postprocess, time.perf_counter() if done is None else done))
+        self.frames += 1
 
     def _table(self) -> np.ndarray:
-        with self._lock:
-            rows = list(self._rows)
+        rows = list(self._rows)
         return np.array(rows, dtype=np.float64).reshape(-1, len(STAGES) + 1)
 
     def fps(self) -> float:
         """Frames per second over the last few seconds (0 until two frames)."""
         now = time.perf_counter()
-        with self._lock:
-            times = [row[-1] for row in self._rows if now - row[-1] <= self.fps_window_s]
+        times = [row[-1] for row in list(self._rows) if now - row[-1] <= self.fps_window_s]
         if len(times) < 2 or times[-1] <= times[0]:
             return 0.0
         return (len(times) - 1) / (times[-1] - times[0])
@@ -57,9 +53,8 @@ class Metrics:
         return self._table()[:, -1]
 
     def reset(self) -> None:
-        with self._lock:
-            self._rows.clear()
-            self.frames = 0
+        self._rows.clear()
+        self.frames = 0
 
     def summary(self) -> str:
         lat = self.latency()

@@ -1,4 +1,4 @@
-"""The inference loop: take preprocessed frames from the capture thread, invoke, report.
+"""The inference loop: take preprocessed frames from the capture thread or process, invoke, report.
 
 One interpreter for the whole run. Per frame: invoke, postprocess (dequantise, softmax,
 smoothing over N frames, threshold, top-k), then hand the result to the metrics, the
@@ -21,6 +21,7 @@ import numpy as np
 
 from . import overlay
 from .capture import End, FrameFeeder, Item
+from .capture_process import ProcessFeeder, wants_process
 from .errors import DeviceError
 from .inference import Classifier, top_k
 from .metrics import STAGES
@@ -43,6 +44,7 @@ class RunOptions:
     view: LiveView | None = None
     preview: bool = False
     warmup_frames: int = 0  # not counted in `RunSummary.fps` (bench)
+    capture: str = "auto"  # "thread", "process" or "auto" (device/capture_process.py)
 
 
 @dataclass
@@ -110,16 +112,24 @@ def run_loop(clf: Classifier, source: Source, opts: RunOptions, status: RunStatu
     results are formatted only for the outputs that are on and due.
     """
     metrics = status.metrics
-    feeder = FrameFeeder(source, lambda rgb: clf.input_for(clf.preprocess(rgb)), status, stop)
+    show = opts.view is not None or opts.preview
+
+    def prepare(rgb: np.ndarray) -> np.ndarray:
+        return clf.input_for(clf.preprocess(rgb))
+
+    feeder: FrameFeeder | ProcessFeeder
+    if wants_process(opts.capture, source, needs_pixels=show):
+        feeder = ProcessFeeder(source, prepare, status, clf.input_shape, clf.input_dtype)
+    else:
+        feeder = FrameFeeder(source, prepare, status, stop)
     smoother = Smoother(opts.smooth) if opts.smooth > 1 else None
     preview = Preview() if opts.preview else None
-    show = opts.view is not None or preview is not None
     printer, log = opts.printer, opts.log
     labels, k, threshold, warmup = clf.spec.labels, opts.top_k, opts.threshold, opts.warmup_frames
     max_frames = opts.max_frames or 0
     max_seconds = opts.max_seconds if opts.max_seconds is not None else math.inf
     stats_every = opts.stats_every if opts.stats_every > 0 else math.inf
-    get, invoke, probabilities, record = feeder.mailbox.get, clf.invoke, clf.probabilities, metrics.record
+    get, invoke, probabilities, record = feeder.get, clf.invoke, clf.probabilities, metrics.record
     busy: list[float] = []
     frames = 0
     t_start = time.perf_counter()

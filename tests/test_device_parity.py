@@ -4,7 +4,8 @@ Top-1 and every class's score are compared. The reference is computed here the p
 way: `pipeline.preprocess.load_rgb`, the metadata's `Preprocess`, the metadata's
 `input_lut`, then the build's int8 `.tflite` in
 ai-edge-litert's interpreter (default kernels, one thread, as the runner is run here). The
-runner is run as its users run it: `python -m device run --json` on a folder, on a video.
+runner is run as its users run it: `python -m device run --json` on a folder, on a video,
+with frames read in a capture thread and in a capture process (device/capture_process.py).
 
 The video is written with FFV1 (lossless) and read back here with OpenCV: the test checks
 that the decoded frames are bit-identical to the held-out images, so the video's reference
@@ -69,16 +70,21 @@ def assert_same(rows: list[dict], expected: list[tuple[str, np.ndarray]], labels
     assert len({tuple(np.round(p, 4)) for _, p in expected}) > 1
 
 
-def test_folder_source_matches_pipeline_int8(build: Path) -> None:
+CAPTURE = pytest.mark.parametrize("capture", ["thread", "process"])
+
+
+@CAPTURE
+def test_folder_source_matches_pipeline_int8(build: Path, capture: str) -> None:
     files = held_out(build)
     test_dir = build / "data" / "default" / "test"
     labels = json.loads((build / "metadata.json").read_text())["labels"]
-    rows = runner_rows(build, "--source", f"folder:{test_dir}")
+    rows = runner_rows(build, "--source", f"folder:{test_dir}", "--capture", capture)
     assert [row["name"] for row in rows] == [f.relative_to(test_dir).as_posix() for f in files]
     assert_same(rows, reference(build, [load_rgb(f) for f in files]), labels)
 
 
-def test_video_source_matches_pipeline_int8(build: Path, tmp_path: Path) -> None:
+@CAPTURE
+def test_video_source_matches_pipeline_int8(build: Path, tmp_path: Path, capture: str) -> None:
     cv2 = pytest.importorskip("cv2")
     files = held_out(build)
     images = [load_rgb(f) for f in files]
@@ -101,6 +107,6 @@ def test_video_source_matches_pipeline_int8(build: Path, tmp_path: Path) -> None
     assert all(np.array_equal(a, b) for a, b in zip(decoded, images, strict=True)), "FFV1 round trip is not lossless"
 
     labels = json.loads((build / "metadata.json").read_text())["labels"]
-    rows = runner_rows(build, "--source", f"video:{video}")
+    rows = runner_rows(build, "--source", f"video:{video}", "--capture", capture)
     assert [row["source_index"] for row in rows] == list(range(len(images)))
     assert_same(rows, reference(build, images), labels)
