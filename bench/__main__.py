@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--fw-timeout", type=int, default=int(env("BENCH_FW_TIMEOUT", "1800")),
                     help="seconds per board for build + QEMU runs")
     ap.add_argument("--device-seconds", type=float, default=10.0)
-    ap.add_argument("--device-rounds", type=int, default=5)
+    ap.add_argument("--device-rounds", type=int, default=20,
+                    help="interleaved raw / end-to-end pairs (more, shorter pairs keep host drift out of the ratio)")
     ap.add_argument("--skip", default=env("BENCH_SKIP", ""), help=f"sections to leave out: {', '.join(SECTIONS)}")
     a = ap.parse_args(argv)
     if a.repeats < 1:

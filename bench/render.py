@@ -116,11 +116,12 @@ def render(b: dict[str, Any]) -> str:
 
     sec = s.get("device", {"skipped": "not run"})
     if head("5. device runner: end-to-end FPS / raw interpreter FPS (default build, 1 thread)", sec):
-        rows = [[str(r.get("source")), *(["-"] * 6 if "skipped" in r else
-                 [_n(r.get(k)) for k in ("raw_fps", "e2e_fps", "ratio", "ratio_p50", "loop_ratio_p50")]
+        rows = [[str(r.get("source")), *(["-"] * 7 if "skipped" in r else
+                 [str(r.get("capture", "thread"))]
+                 + [_n(r.get(k)) for k in ("raw_fps", "e2e_fps", "ratio", "ratio_p50", "loop_ratio_p50")]
                  + [f"{_n(r.get('e2e_cores'))} / {_n(r.get('cpus'))}"])]
                 for r in sec["rows"]]
-        out += _table(["source", "raw FPS", "e2e FPS", "ratio (median of rounds)", "p50 ratio", "loop ratio",
+        out += _table(["source", "capture", "raw FPS", "e2e FPS", "ratio (median of rounds)", "p50 ratio", "loop ratio",
                        "e2e cores used / CPUs"], rows)
         out += [f"  {r['source']}: skipped: {r['skipped']}" for r in sec["rows"] if "skipped" in r]
         out += [f"{sec['note']}; goal {sec['goal']}", ""]

@@ -246,7 +246,7 @@ def _device_bench(out: Path, source: str | None, seconds: float, rounds: int) ->
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         return {"source": source, "skipped": f"python -m device bench failed ({proc.returncode}): {tail[0]}"}
     r = json.loads(proc.stdout.strip().splitlines()[-1])
-    keep = ("source", "threads", "seconds", "rounds", "raw_fps", "e2e_fps", "ratio", "ratio_per_round",
+    keep = ("source", "capture", "threads", "seconds", "rounds", "raw_fps", "e2e_fps", "ratio", "ratio_per_round",
             "ratio_p50", "loop_ratio_p50", "invoke_p50_ms", "frame_interval_p50_ms", "frames", "cpus",
             "raw_cores", "e2e_cores")
     return {"command": " ".join(cmd[1:]), **{k: r[k] for k in keep if k in r}}
@@ -264,8 +264,9 @@ def device_section(out: Path, seconds: float, rounds: int) -> dict[str, Any]:
     return {"machine": "host", "rows": rows,
             "goal": "ratio >= 0.9 on camera-sized frames (device/README.md)",
             "note": "medians over rounds of (raw, end to end, raw), device/bench.py; sources: the build's held-out "
-                    "PNGs (the default) and the same images as a 128x96 MJPEG video; e2e cores used: the runner's "
-                    "CPU seconds per second end to end (near 1 on a busy 2-core machine: its two threads took turns)"}
+                    "PNGs (the default) and the same images as a 128x96 MJPEG video, read in a capture process (capture); "
+                    "e2e cores used: CPU seconds per second end to end of the runner and its capture process "
+                    "(near 1 on a busy 2-core machine: they took turns on one core)"}
 
 
 # ----------------------------------------------------------------------------------------
