@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -230,30 +231,63 @@ def _to_split(files: dict[str, list[Path]], classes: list[str]) -> Split:
     return Split(paths, np.asarray(labels, dtype=np.int64))
 
 
+# Exported datasets often hold several augmented copies of one photo. Roboflow names them
+# `<photo>_<ext>.rf.<hash>[_n].<ext>`; copies of one photo must stay on one side of a split,
+# or the held-out side measures memory of that photo rather than accuracy.
+_ROBOFLOW_COPY = re.compile(r"^(.+?)\.rf\.[0-9a-f]{8,}")
+
+
+def source_group(path: str | Path) -> str:
+    """The photo a file was exported from: copies share a group; other files are their own."""
+    p = Path(path)
+    m = _ROBOFLOW_COPY.match(p.name)
+    return f"{p.parent}/{m.group(1)}" if m else str(p)
+
+
 def _stratified_split(files: dict[str, list[Path]], classes: list[str], fraction: float, seed: int) -> tuple[Split, Split]:
-    rng = np.random.default_rng(seed)
-    tr: dict[str, list[Path]] = {}
-    te: dict[str, list[Path]] = {}
-    for c in classes:
-        items = list(files[c])
-        order = rng.permutation(len(items))
-        n_test = max(1, int(round(len(items) * fraction)))
-        te[c] = [items[k] for k in order[:n_test]]
-        tr[c] = [items[k] for k in order[n_test:]]
-    return _to_split(tr, classes), _to_split(te, classes)
+    whole = _to_split(files, classes)
+    keep, held = _split_indices(whole.labels, fraction, seed, [source_group(p) for p in whole.paths], at_least_one=True)
+    return (Split([whole.paths[i] for i in keep], whole.labels[keep]),
+            Split([whole.paths[i] for i in held], whole.labels[held]))
 
 
-def stratified_indices(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (keep, held) with `fraction` of each class held out."""
+def stratified_indices(
+    labels: np.ndarray, fraction: float, seed: int, groups: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into sorted (keep, held) with about `fraction` of each class held out,
+    whole `groups` (copies of one photo, see `source_group`) on one side. Without groups,
+    or when every file is its own group, exactly `fraction` of each class (rounded)."""
+    keep, held = _split_indices(labels, fraction, seed, groups)
+    return np.sort(keep), np.sort(held)
+
+
+def _split_indices(
+    labels: np.ndarray, fraction: float, seed: int, groups: list[str] | None, at_least_one: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, held) in draw order, class by class."""
     rng = np.random.default_rng(seed)
-    keep, held = [], []
+    keep: list[int] = []
+    held: list[int] = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        idx = idx[rng.permutation(len(idx))]
+        by_group: dict[str, list[int]] = {}
+        for i in idx:
+            by_group.setdefault(str(i) if groups is None else groups[i], []).append(int(i))
+        members = list(by_group.values())
         n = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
-        held.extend(idx[:n])
-        keep.extend(idx[n:])
-    return np.sort(np.asarray(keep, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))
+        if at_least_one:
+            n = max(1, n)
+        taken = 0
+        for k in rng.permutation(len(members)):
+            group = members[k]
+            # Hold a group out while short of n, but never the class's last training images
+            # (a class of one image, or of one photo's copies, is held out whole, as before).
+            if taken < n and (taken == 0 or len(idx) - taken - len(group) > 0):
+                held.extend(group)
+                taken += len(group)
+            else:
+                keep.extend(group)
+    return np.asarray(keep, dtype=np.int64), np.asarray(held, dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------------------

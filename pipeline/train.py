@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import BuildConfig
-from .data import Prepared, prepare, preprocess_spec, stratified_indices
+from .data import Prepared, prepare, preprocess_spec, source_group, stratified_indices
 from .errors import PipelineError
 from .models import build_model
 from .preprocess import Preprocess
@@ -243,7 +243,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
     ds, tr = prepared.dataset, prepared.train
     labels = ds.classes
     k = len(labels)
-    keep, held = stratified_indices(tr.labels, cfg.val_fraction, cfg.seed)
+    keep, held = stratified_indices(tr.labels, cfg.val_fraction, cfg.seed, [source_group(p) for p in tr.paths])
     if len(held) == 0:
         keep, held = np.arange(len(tr.labels)), np.arange(len(tr.labels))
     x_train, y_train = tr.images[keep], tr.labels[keep]

@@ -9,7 +9,15 @@ import pytest
 from conftest import run_pipeline
 from PIL import Image
 
-from pipeline.data import SHAPES, discover, generate_default, load_arrays, render_shape
+from pipeline.data import (
+    SHAPES,
+    discover,
+    generate_default,
+    load_arrays,
+    render_shape,
+    source_group,
+    stratified_indices,
+)
 from pipeline.errors import PipelineError
 from pipeline.preprocess import Preprocess
 
@@ -51,6 +59,33 @@ def test_single_folder_is_split_stratified_and_reproducibly(tmp_path: Path) -> N
     assert d1.train.paths == d2.train.paths
     assert np.bincount(d1.test.labels).tolist() == [2, 4]
     assert not set(d1.train.paths) & set(d1.test.paths)
+
+
+def test_exported_copies_of_one_photo_stay_on_one_side_of_a_split(tmp_path: Path) -> None:
+    # A Roboflow export: three augmented copies of each photo, named <photo>_<ext>.rf.<hash>_<n>.jpg.
+    rng = np.random.default_rng(0)
+    for cls in ("rock", "paper"):
+        (tmp_path / cls).mkdir()
+        for photo in range(12):
+            for copy in range(3):
+                digest = "".join(rng.choice(list("0123456789abcdef"), 32))
+                name = f"{cls}.{photo:04d}_png.rf.{digest}_{photo * 3 + copy:05d}.jpg"
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / cls / name)
+    assert source_group("x/rock/rock.0001_png.rf.5e009a9ec5fbf7a8e856ba7f413996af_01894.jpg") == "x/rock/rock.0001_png"
+    assert source_group("x/rock/IMG_0001.jpg") == "x/rock/IMG_0001.jpg"
+
+    ds = discover(tmp_path, 5, 0.25, seed=0)  # the test split, auto
+    train_photos = {source_group(p) for p in ds.train.paths}
+    test_photos = {source_group(p) for p in ds.test.paths}
+    assert not train_photos & test_photos
+    assert np.bincount(ds.test.labels).tolist() == [9, 9]  # 3 of each class's 12 photos, with their copies
+
+    labels = np.repeat(np.arange(2), 36)
+    groups = [f"{c}/{i // 3}" for c in range(2) for i in range(36)]
+    keep, held = stratified_indices(labels, 0.1, 0, groups)  # the validation split
+    assert not {groups[i] for i in keep} & {groups[i] for i in held}
+    assert sorted(np.bincount(labels[held]).tolist()) == [6, 6]  # round(3.6) = 4 images: two whole photos
+    assert np.array_equal(np.sort(np.concatenate([keep, held])), np.arange(72))
 
 
 def test_test_split_missing_a_class_is_noted(tmp_path: Path) -> None:
