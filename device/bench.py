@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .capture_process import wants_process
 from .errors import DeviceError
 from .inference import Classifier
 from .metrics import STAGES, Metrics
@@ -98,7 +97,7 @@ def bench(model: str, labels: str | None, threads: int, source_spec: str | None,
         "model": str(spec.tflite),
         "source": status.source,
         "threads": threads,
-        "capture": "process" if wants_process(capture, open_source(source_spec, model_size=clf.size), False) else "thread",
+        "capture": summary.capture,
         "seconds": seconds,
         "rounds": rounds,
         "raw_fps": round(statistics.median(raws), 1),

@@ -53,6 +53,7 @@ class RunSummary:
     timed_frames: int = 0  # after `RunOptions.warmup_frames`
     timed_s: float = 0.0
     loop_busy_ms: list[float] = field(default_factory=list)  # the loop's own time per timed frame
+    capture: str = "thread"  # where frames were read and preprocessed: "thread" or "process"
 
     @property
     def fps(self) -> float:
@@ -194,4 +195,5 @@ def run_loop(clf: Classifier, source: Source, opts: RunOptions, status: RunStatu
         if preview is not None:
             preview.close()
     timed = max(0, frames - warmup)
-    return RunSummary(frames, timed, t2 - t_timed if timed else 0.0, busy)
+    capture = "process" if isinstance(feeder, ProcessFeeder) else "thread"
+    return RunSummary(frames, timed, t2 - t_timed if timed else 0.0, busy, capture)

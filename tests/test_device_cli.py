@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from test_device_support import RunnerProcess, device_build, held_out, run_device, wait_until
 
+from device import capture_process
+
 
 @pytest.fixture(scope="module")
 def build(request: pytest.FixtureRequest) -> Path:
@@ -146,3 +148,5 @@ def test_bench_reports_ratio_and_stages(build: Path) -> None:
     assert 0 < figures["ratio_p50"] < 1.5
     assert figures["ratio_p50"] == pytest.approx(figures["invoke_p50_ms"] / figures["frame_interval_p50_ms"], abs=2e-3)
     assert set(figures["latency_ms"]) == {"capture", "preprocess", "invoke", "postprocess"}
+    # the default source is the held-out folder: read in a capture process where the platform forks
+    assert figures["capture"] == ("process" if capture_process.available() else "thread")
