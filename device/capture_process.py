@@ -63,7 +63,7 @@ class Ring:
         self.tail = 0  # the loop's next slot
         self.parent = os.getpid()
 
-    # The child's side.
+    # The child's side: an Item, an End, or (ERROR | STATE, message).
     def put(self, item: Any, stop: Any) -> bool:
         nap = 0.0002
         while not self.free.acquire(False):  # full: poll, so that the loop never has to wake this process
@@ -77,8 +77,8 @@ class Ring:
             self.tensors[i] = item.tensor
             text = item.frame.name.encode()[:TEXT_BYTES]
             self.meta[i] = (FRAME, item.frame.index, item.capture_ms, item.preprocess_ms, len(text))
-        else:
-            kind, message = item
+        else:  # the End, or a status message from RingStatus
+            kind, message = (END, item.error) if isinstance(item, End) else item
             text = message.encode()[:TEXT_BYTES]
             self.meta[i] = (kind, 0, 0, 0, len(text))
         self.text[i, : len(text)] = np.frombuffer(text, np.uint8)
@@ -134,9 +134,7 @@ class ProcessFeeder:
     def _child(self, source: Source, prepare: Callable[[np.ndarray], np.ndarray], backoff: tuple[float, float]) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a service stop, stops the parent, which stops this
             signal.signal(sig, signal.SIG_IGN)
-        put = self.ring.put
-        feed(source, prepare, RingStatus(self.ring, self._stop), self._stop,
-             lambda item, stop: put(item if isinstance(item, Item) else (END, item.error), stop), backoff)
+        feed(source, prepare, RingStatus(self.ring, self._stop), self._stop, self.ring.put, backoff)
 
     def start(self) -> None:
         self._process.start()
