@@ -25,6 +25,7 @@ import mmap
 import multiprocessing as mp
 import os
 import signal
+import struct
 import sys
 import time
 from collections.abc import Callable
@@ -52,11 +53,11 @@ class Ring:
     def __init__(self, slots: int, shape: tuple[int, ...], dtype: np.dtype, ctx: Any) -> None:
         self.slots = slots
         tensor_bytes = int(np.prod(shape)) * dtype.itemsize
-        sizes = (slots * tensor_bytes, slots * 5 * 8, slots * TEXT_BYTES)
+        sizes = (slots * tensor_bytes, slots * 40, slots * TEXT_BYTES)
         self._mem = mmap.mmap(-1, sum(sizes))  # anonymous and MAP_SHARED: the forked child writes here
         self.tensors = np.frombuffer(self._mem, dtype, slots * int(np.prod(shape)), 0).reshape(slots, *shape)
-        self.meta = np.frombuffer(self._mem, np.float64, slots * 5, sizes[0]).reshape(slots, 5)
-        self.text = np.frombuffer(self._mem, np.uint8, slots * TEXT_BYTES, sizes[0] + sizes[1]).reshape(slots, -1)
+        self._meta = struct.Struct("5d")  # kind, index, capture ms, preprocess ms, text length
+        self._meta_at, self._text_at = sizes[0], sizes[0] + sizes[1]
         self.full = ctx.Semaphore(0)
         self.free = ctx.Semaphore(slots)
         self.head = 0  # the child's next slot
@@ -76,22 +77,26 @@ class Ring:
         if isinstance(item, Item):
             self.tensors[i] = item.tensor
             text = item.frame.name.encode()[:TEXT_BYTES]
-            self.meta[i] = (FRAME, item.frame.index, item.capture_ms, item.preprocess_ms, len(text))
+            meta = (FRAME, item.frame.index, item.capture_ms, item.preprocess_ms, len(text))
         else:  # the End, or a status message from RingStatus
             kind, message = (END, item.error) if isinstance(item, End) else item
             text = message.encode()[:TEXT_BYTES]
-            self.meta[i] = (kind, 0, 0, 0, len(text))
-        self.text[i, : len(text)] = np.frombuffer(text, np.uint8)
+            meta = (kind, 0, 0, 0, len(text))
+        self._meta.pack_into(self._mem, self._meta_at + i * self._meta.size, *meta)
+        at = self._text_at + i * TEXT_BYTES
+        self._mem[at : at + len(text)] = text
         self.full.release()
         return True
 
     # The loop's side.
-    def take(self) -> tuple[int, int, float, float, str, np.ndarray]:
+    def take(self) -> tuple[int, int, float, float, str, int]:
+        """The next slot's (kind, index, capture ms, preprocess ms, text, slot number)."""
         i = self.tail % self.slots
         self.tail += 1
-        kind, index, capture_ms, preprocess_ms, n = self.meta[i].tolist()
-        text = bytes(self.text[i, : int(n)]).decode(errors="replace")
-        return int(kind), int(index), capture_ms, preprocess_ms, text, self.tensors[i]
+        kind, index, capture_ms, preprocess_ms, n = self._meta.unpack_from(self._mem, self._meta_at + i * self._meta.size)
+        at = self._text_at + i * TEXT_BYTES
+        text = self._mem[at : at + int(n)].decode(errors="replace")
+        return int(kind), int(index), capture_ms, preprocess_ms, text, i
 
 
 class RingStatus:
@@ -110,8 +115,8 @@ class RingStatus:
 class ProcessFeeder:
     """The capture thread's counterpart (`start`, `get`, `join`) with a child process.
 
-    An `Item`'s tensor is a view into the ring, valid until the next `get`; its frame has
-    no pixels.
+    `get` returns the slot's own `Item` (its tensor a view of the slot, its frame without
+    pixels), refilled in place: valid until the next `get`.
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class ProcessFeeder:
         self.status = status
         self._stop = ctx.Event()
         self._held = False
+        self._items = [Item(Frame(NO_PIXELS, 0, ""), self.ring.tensors[i], 0.0, 0.0) for i in range(slots)]
         self._process = ctx.Process(target=self._child, args=(source, prepare, backoff), name="capture", daemon=True)
 
     def _child(self, source: Source, prepare: Callable[[np.ndarray], np.ndarray], backoff: tuple[float, float]) -> None:
@@ -149,10 +155,13 @@ class ProcessFeeder:
                 if self._process.is_alive() or ring.full.acquire(False):
                     return None
                 return End(f"the capture process ended without a word (exit code {self._process.exitcode})")
-            kind, index, capture_ms, preprocess_ms, text, tensor = ring.take()
+            kind, index, capture_ms, preprocess_ms, text, slot = ring.take()
             if kind == FRAME:
                 self._held = True
-                return Item(Frame(NO_PIXELS, index, text), tensor, capture_ms, preprocess_ms)
+                item = self._items[slot]  # the slot's own Item, its tensor a view of the slot
+                frame = item.frame
+                frame.index, frame.name, item.capture_ms, item.preprocess_ms = index, text, capture_ms, preprocess_ms
+                return item
             ring.free.release()
             if kind == END:
                 return End(text)

@@ -169,6 +169,17 @@ class Classifier:
         total = sum(e)
         return [a / total for a in e]
 
+    def top1(self, raw: np.ndarray) -> tuple[int, float]:
+        """The best class and its probability, as `probabilities` + `top_k(..., 1)` give them,
+        without building the whole vector: all the loop needs on most frames."""
+        if self._exp is None or raw.size > 256:
+            probs = self.probabilities(raw)
+            i = max(range(len(probs)), key=probs.__getitem__)
+            return i, float(probs[i])
+        q = raw.reshape(-1).tolist()
+        top, exp = max(q), self._exp
+        return q.index(top), 1.0 / sum([exp[top - a] for a in q])  # exp[0] == 1.0: the best one's term
+
     def raw_fps(self, seconds: float = 3.0, warmup: int = 10) -> tuple[float, list[float]]:
         """Interpreter-only throughput on one fixed input (the runner's ceiling), and each
         invoke's duration in ms."""

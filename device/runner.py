@@ -130,7 +130,7 @@ def run_loop(clf: Classifier, source: Source, opts: RunOptions, status: RunStatu
     max_frames = opts.max_frames or 0
     max_seconds = opts.max_seconds if opts.max_seconds is not None else math.inf
     stats_every = opts.stats_every if opts.stats_every > 0 else math.inf
-    get, invoke, probabilities, record = feeder.get, clf.invoke, clf.probabilities, metrics.record
+    get, invoke, probabilities, top1, record = feeder.get, clf.invoke, clf.probabilities, clf.top1, metrics.record
     busy: list[float] = []
     frames = 0
     t_start = time.perf_counter()
@@ -151,13 +151,16 @@ def run_loop(clf: Classifier, source: Source, opts: RunOptions, status: RunStatu
             t0 = time.perf_counter()
             raw = invoke(item.tensor)
             t1 = time.perf_counter()
-            probs = probabilities(raw)
-            if smoother is not None:
-                probs = smoother(np.asarray(probs, dtype=np.float32)).tolist()
-            tk = top_k(probs, labels, k)
-            label, score = tk.labels[0], tk.scores[0]
-            if score < threshold:
-                label = "unknown"
+            if smoother is None:  # the best class only; all of them when an output wants the top k
+                best, score = top1(raw)
+                probs = None
+            else:
+                probs = smoother(np.asarray(probabilities(raw), dtype=np.float32)).tolist()
+                best = max(range(len(probs)), key=probs.__getitem__)
+                score = float(probs[best])
+            label = labels[best] if score >= threshold else "unknown"
+            due = printer is not None and printer.due(label)
+            tk = top_k(probabilities(raw) if probs is None else probs, labels, k) if due or log is not None else None
             t2 = time.perf_counter()
             invoke_ms, post_ms = (t1 - t0) * 1e3, (t2 - t1) * 1e3
             record(item.capture_ms, item.preprocess_ms, invoke_ms, post_ms, t2)
@@ -173,8 +176,7 @@ def run_loop(clf: Classifier, source: Source, opts: RunOptions, status: RunStatu
                     opts.view.publish(item.frame.rgb, label, detail)
                 if preview is not None and not preview.show(overlay.render(item.frame.rgb, label, detail)):
                     stop.set()
-            due = printer is not None and printer.due(label)
-            if due or log is not None:
+            if tk is not None:
                 stage_ms = dict(zip(STAGES, (item.capture_ms, item.preprocess_ms, invoke_ms, post_ms), strict=True))
                 result = Result(frames - 1, item.frame.index, item.frame.name, label, score,
                                 list(zip(tk.labels, tk.scores, strict=True)), stage_ms)
