@@ -110,3 +110,21 @@ def test_video_source_matches_pipeline_int8(build: Path, tmp_path: Path, capture
     rows = runner_rows(build, "--source", f"video:{video}", "--capture", capture)
     assert [row["source_index"] for row in rows] == list(range(len(images)))
     assert_same(rows, reference(build, images), labels)
+
+
+def test_top1_is_the_first_of_top_k(build: Path) -> None:
+    """The loop's per-frame shortcut (best class and score) agrees with the full top-k path,
+    ties included, on int8 outputs across the whole range."""
+    from device.inference import Classifier, top_k
+    from device.model import load_model_spec
+
+    clf = Classifier(load_model_spec(build), threads=1)
+    labels = clf.spec.labels
+    rng = np.random.default_rng(0)
+    for i in range(3000):
+        raw = rng.integers(-128, 128, (1, len(labels))).astype(np.int8)
+        if i % 3 == 0:
+            raw[0, rng.integers(len(labels))] = raw.max()  # a tie for the best
+        best, score = clf.top1(raw)
+        tk = top_k(clf.probabilities(raw), labels, 1)
+        assert (labels[best], score) == (tk.labels[0], tk.scores[0]), raw
