@@ -60,7 +60,7 @@ def run_data(cfg: BuildConfig) -> dict[str, Any]:
     from .data import prepare
 
     t0 = time.time()
-    p = prepare(cfg)
+    p = prepare(cfg, large=True)  # the training stage's larger copy too: everything is decoded here
     res = {
         "root": str(p.dataset.root),
         "generated": cfg.data is None,
@@ -133,7 +133,7 @@ def run_qat(cfg: BuildConfig, trigger: str = "requested", int8_before: dict[str,
     else:
         shutil.copyfile(out / CHECKPOINT, out / FLOAT_CHECKPOINT)
     spec = preprocess_spec(cfg)
-    prepared = prepare(cfg, spec)
+    prepared = prepare(cfg, spec, large=True)
     test = prepared.test
 
     def top1(c: dict[str, Any]) -> dict[str, Any]:

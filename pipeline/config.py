@@ -39,6 +39,10 @@ class BuildConfig:
     hflip: bool = True  # random horizontal flips (turn off when mirroring changes the class)
     rotation: float = 12.0  # random rotation range in degrees, +-
     color_cast: float = 0.25  # random per-channel colour gain, 1 +- this (RGB models)
+    # training images are decoded at this multiple of the resolution, so that random crops and
+    # rotations resample real detail, and each step resamples them to the input size (1: at it)
+    train_scale: float = 1.5
+    ema: float = 0.998  # per-step decay of the weights' moving average, which is validated and saved (0: off)
     seed: int = 0
     resume: bool = False  # continue an interrupted training run from train_state.pt
     # datasets
@@ -77,6 +81,10 @@ class BuildConfig:
             raise PipelineError(f"width must be a positive number, got {self.width}")
         if self.epochs < 1:
             raise PipelineError(f"epochs must be at least 1, got {self.epochs}")
+        if self.train_scale < 1:
+            raise PipelineError(f"train_scale must be at least 1, got {self.train_scale}")
+        if not 0 <= self.ema < 1:
+            raise PipelineError(f"ema must be in [0, 1), got {self.ema}")
         if self.batch_size < 1:
             raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
         from .models import ARCHS, check_resolution

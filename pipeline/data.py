@@ -11,7 +11,7 @@ import hashlib
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -356,6 +356,7 @@ class Prepared:
     dataset: Dataset
     train: Arrays
     test: Arrays
+    train_large: Arrays | None = None  # the training images at `train_scale` x the size (training only)
 
 
 def preprocess_spec(cfg: BuildConfig) -> Preprocess:
@@ -373,10 +374,22 @@ def data_root(cfg: BuildConfig) -> Path:
     )
 
 
-def prepare(cfg: BuildConfig, spec: Preprocess | None = None) -> Prepared:
+def train_size(cfg: BuildConfig) -> int:
+    """The size training images are decoded at for augmentation."""
+    return max(cfg.resolution, int(round(cfg.resolution * cfg.train_scale)))
+
+
+def prepare(cfg: BuildConfig, spec: Preprocess | None = None, large: bool = False) -> Prepared:
+    """The dataset, decoded; with `large` also the training images at `train_size(cfg)`."""
     spec = spec or preprocess_spec(cfg)
     ds = discover(data_root(cfg), cfg.min_images_per_class, cfg.test_fraction, cfg.seed)
     cache = cfg.out_dir / "cache"
     train = load_arrays(ds.train, spec, cache, cfg.max_bad_fraction, "train")
     test = load_arrays(ds.test, spec, cache, cfg.max_bad_fraction, "test")
-    return Prepared(ds, train, test)
+    train_large = None
+    if large and train_size(cfg) > spec.size:
+        big = replace(spec, size=train_size(cfg))
+        train_large = load_arrays(ds.train, big, cache, cfg.max_bad_fraction, f"train{big.size}")
+        if train_large.paths != train.paths:  # a file changed between the two reads
+            raise PipelineError(f"the training images changed while {ds.root} was read; run again")
+    return Prepared(ds, train, test, train_large)

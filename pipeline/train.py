@@ -109,12 +109,15 @@ def augment(
     offset: int = 0,
     rotation: float = 12.0,
     color_cast: float = 0.0,
+    size: int | None = None,
 ) -> torch.Tensor:
     """Random resized crop, flip, small rotation, brightness / contrast / saturation jitter,
     and a colour cast (each RGB channel scaled by 1 +- `color_cast`, as white balance and
     lighting shift colours between cameras and rooms).
 
-    `x` is a float NCHW batch in pixel units [0, 255]; the result too. Under DDP each
+    `x` is a float NCHW batch in pixel units [0, 255]; the result too, `size` x `size`
+    (default: x's size). From images 1.5x the size, crops resample detail the model's
+    input keeps, instead of magnifying its pixels. Under DDP each
     process holds rows offset..offset+n of a global batch of `total`: the random draws are
     made for the whole global batch, so N processes augment exactly as one would.
     """
@@ -135,7 +138,8 @@ def augment(
     theta = torch.stack(
         [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
     )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    shape = [n, x.shape[1], size or x.shape[2], size or x.shape[3]]
+    grid = F.affine_grid(theta, shape, align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     b = u(0.7, 1.3)[:, None, None, None]
     c = u(0.7, 1.3)[:, None, None, None]
@@ -216,12 +220,40 @@ def _load_pretrained(model: nn.Module, cfg: BuildConfig) -> str:
 def prepare_once(cfg: BuildConfig, spec: Preprocess, rank: int, world: int) -> Prepared:
     """Rank 0 generates / decodes the dataset into the cache first; the others then read it."""
     if world == 1:
-        return prepare(cfg, spec)
+        return prepare(cfg, spec, large=True)
     import torch.distributed as dist
 
-    prepared = prepare(cfg, spec) if rank == 0 else None
+    prepared = prepare(cfg, spec, large=True) if rank == 0 else None
     dist.barrier()
-    return prepared or prepare(cfg, spec)
+    return prepared or prepare(cfg, spec, large=True)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights and BatchNorm statistics.
+
+    The average of the last few hundred steps generalises better than the last step's
+    weights on small datasets; it is what is validated and saved. The decay ramps up as
+    (1 + t) / (10 + t) over the first steps, so the random head's start fades quickly.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        import copy
+
+        self.model = copy.deepcopy(model).eval()
+        self.decay = decay
+        self.steps = 0
+        pairs = list(zip(self.model.state_dict().values(), model.state_dict().values(), strict=True))
+        self._floats = [(a, b) for a, b in pairs if a.dtype.is_floating_point]
+        self._others = [(a, b) for a, b in pairs if not a.dtype.is_floating_point]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        averages, current = [a for a, _ in self._floats], [b for _, b in self._floats]
+        torch._foreach_lerp_(averages, current, 1 - d)
+        for a, b in self._others:
+            a.copy_(b)
 
 
 def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -246,8 +278,8 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
     keep, held = stratified_indices(tr.labels, cfg.val_fraction, cfg.seed, [source_group(p) for p in tr.paths])
     if len(held) == 0:
         keep, held = np.arange(len(tr.labels)), np.arange(len(tr.labels))
-    x_train, y_train = tr.images[keep], tr.labels[keep]
-    x_val, y_val = tr.images[held], tr.labels[held]
+    x_train, y_train = (prepared.train_large or tr).images[keep], tr.labels[keep]
+    x_val, y_val = tr.images[held], tr.labels[held]  # validated as tested: at the model's size
 
     model = build_model(cfg.arch, cfg.width, k, spec.channels, cfg.resolution)
     epochs = cfg.epochs
@@ -297,6 +329,8 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"val_acc": -1.0, "val_loss": float("inf"), "epoch": -1, "state": None}
     start_epoch = 0
+    # Float training validates and saves the weights' moving average; QAT its last steps' weights.
+    average = WeightAverage(model, cfg.ema) if cfg.ema > 0 and qat_from is None else None
     if cfg.resume and state_path.is_file():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         if st["config"] == _train_signature(cfg) and st.get("qat") == (qat_from is not None):
@@ -304,9 +338,16 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
             opt.load_state_dict(st["opt"])
             sched.load_state_dict(st["sched"])
             history, best, start_epoch = st["history"], st["best"], st["epoch"] + 1
+            if average is not None:
+                average.model.load_state_dict(st["average"])
+                average.steps = start_epoch * steps
             log(f"resuming from epoch {start_epoch + 1} ({state_path})")
         else:
             log(f"{state_path} was made with other settings; starting afresh")
+
+    judged = model  # the model that is validated and saved
+    if average is not None:
+        judged, snapshot = average.model, average.model.state_dict
 
     from tqdm import tqdm
 
@@ -323,7 +364,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
             idx = order[s * global_batch : (s + 1) * global_batch][rank * per_rank : (rank + 1) * per_rank]
             xb = torch.as_tensor(x_train[idx], device=device).permute(0, 3, 1, 2).float()
             xb = augment(xb, gen, cfg.hflip, spec.color == "gray", global_batch, rank * per_rank, cfg.rotation,
-                         cfg.color_cast)
+                         cfg.color_cast, cfg.resolution)
             xb = (xb - spec.mean) / spec.std
             yb = torch.as_tensor(y_train[idx], device=device)
             logits = net(xb)
@@ -332,11 +373,13 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
             loss.backward()
             opt.step()
             sched.step()
+            if average is not None:
+                average.update()
             seen += len(idx)
             correct += int((logits.argmax(1) == yb).sum())
             loss_sum += loss.item() * len(idx)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-        val_logits = evaluate_logits(model, x_val, spec, device)
+        val_logits = evaluate_logits(judged, x_val, spec, device)
         val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(y_val)))
         val_acc = float((val_logits.argmax(1) == y_val).mean() * 100)
         elapsed = time.time() - t0
@@ -372,7 +415,8 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
             _save(
                 state_path,
                 {"config": _train_signature(cfg), "qat": qat_from is not None, "model": model.state_dict(), "opt": opt.state_dict(),
-                 "sched": sched.state_dict(), "history": history, "best": best, "epoch": epoch},
+                 "sched": sched.state_dict(), "history": history, "best": best, "epoch": epoch,
+                 "average": None if average is None else average.model.state_dict()},
             )
         stop = bad_epochs >= cfg.patience
         if world > 1:  # rank 0 decides: BN running stats differ slightly between processes

@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import ROOT, TINY_ARGS, TINY_CONFIG
 
-from pipeline.train import augment
+from pipeline.train import WeightAverage, augment
 
 
 def test_augment_keeps_shape_and_range_and_is_seeded() -> None:
@@ -22,6 +22,29 @@ def test_augment_keeps_shape_and_range_and_is_seeded() -> None:
     b = augment(x, torch.Generator().manual_seed(1), True, False)
     assert a.shape == x.shape and a.min() >= 0 and a.max() <= 255
     assert torch.equal(a, b)
+
+
+def test_augment_resamples_larger_images_to_the_input_size() -> None:
+    x = torch.rand(4, 3, 48, 48) * 255
+    assert augment(x, torch.Generator().manual_seed(1), True, False, size=32).shape == (4, 3, 32, 32)
+
+
+def test_weight_average_follows_the_weights_with_a_ramped_decay() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    average = WeightAverage(model, decay=0.9)
+    weight, avg_weight = model[0].weight, average.model[0].weight
+    start = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    average.update()  # step 1: decay min(0.9, 2 / 11)
+    d = 2 / 11
+    assert torch.allclose(avg_weight, d * start + (1 - d) * (start + 1))
+    assert int(average.model[1].num_batches_tracked) == 7  # integer buffers are copied
+    for _ in range(200):
+        average.update()
+    assert torch.allclose(avg_weight, start + 1, atol=1e-6)  # converges to constant weights
+    assert not avg_weight.requires_grad or avg_weight.grad is None
 
 
 def test_augment_shards_draw_like_the_global_batch() -> None:
