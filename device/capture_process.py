@@ -40,6 +40,7 @@ from .status import RunStatus
 
 FRAME, END, ERROR, STATE = 0, 1, 2, 3
 TEXT_BYTES = 1024  # a frame's name (a path in a folder) or a message; longer ones are cut
+META = struct.Struct("5d")  # a slot's header: kind, index, capture ms, preprocess ms, text length
 NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
 
 
@@ -53,10 +54,9 @@ class Ring:
     def __init__(self, slots: int, shape: tuple[int, ...], dtype: np.dtype, ctx: Any) -> None:
         self.slots = slots
         tensor_bytes = int(np.prod(shape)) * dtype.itemsize
-        sizes = (slots * tensor_bytes, slots * 40, slots * TEXT_BYTES)
+        sizes = (slots * tensor_bytes, slots * META.size, slots * TEXT_BYTES)
         self._mem = mmap.mmap(-1, sum(sizes))  # anonymous and MAP_SHARED: the forked child writes here
         self.tensors = np.frombuffer(self._mem, dtype, slots * int(np.prod(shape)), 0).reshape(slots, *shape)
-        self._meta = struct.Struct("5d")  # kind, index, capture ms, preprocess ms, text length
         self._meta_at, self._text_at = sizes[0], sizes[0] + sizes[1]
         self.full = ctx.Semaphore(0)
         self.free = ctx.Semaphore(slots)
@@ -82,7 +82,7 @@ class Ring:
             kind, message = (END, item.error) if isinstance(item, End) else item
             text = message.encode()[:TEXT_BYTES]
             meta = (kind, 0, 0, 0, len(text))
-        self._meta.pack_into(self._mem, self._meta_at + i * self._meta.size, *meta)
+        META.pack_into(self._mem, self._meta_at + i * META.size, *meta)
         at = self._text_at + i * TEXT_BYTES
         self._mem[at : at + len(text)] = text
         self.full.release()
@@ -93,7 +93,7 @@ class Ring:
         """The next slot's (kind, index, capture ms, preprocess ms, text, slot number)."""
         i = self.tail % self.slots
         self.tail += 1
-        kind, index, capture_ms, preprocess_ms, n = self._meta.unpack_from(self._mem, self._meta_at + i * self._meta.size)
+        kind, index, capture_ms, preprocess_ms, n = META.unpack_from(self._mem, self._meta_at + i * META.size)
         at = self._text_at + i * TEXT_BYTES
         text = self._mem[at : at + int(n)].decode(errors="replace")
         return int(kind), int(index), capture_ms, preprocess_ms, text, i

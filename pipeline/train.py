@@ -243,16 +243,16 @@ class WeightAverage:
         self.decay = decay
         self.steps = 0
         pairs = list(zip(self.model.state_dict().values(), model.state_dict().values(), strict=True))
-        self._floats = [(a, b) for a, b in pairs if a.dtype.is_floating_point]
-        self._others = [(a, b) for a, b in pairs if not a.dtype.is_floating_point]
+        self._averages = [a for a, b in pairs if a.dtype.is_floating_point]
+        self._current = [b for a, b in pairs if a.dtype.is_floating_point]
+        self._counters = [(a, b) for a, b in pairs if not a.dtype.is_floating_point]  # BN batch counts
 
     @torch.no_grad()
     def update(self) -> None:
         self.steps += 1
         d = min(self.decay, (1 + self.steps) / (10 + self.steps))
-        averages, current = [a for a, _ in self._floats], [b for _, b in self._floats]
-        torch._foreach_lerp_(averages, current, 1 - d)
-        for a, b in self._others:
+        torch._foreach_lerp_(self._averages, self._current, 1 - d)
+        for a, b in self._counters:
             a.copy_(b)
 
 
