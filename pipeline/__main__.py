@@ -43,8 +43,9 @@ def _options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--color-cast", dest="color_cast", type=float,
                    help="random per-channel colour gain in augmentation, 1 +- this (default 0.25; 0 for none)")
     g.add_argument("--train-scale", dest="train_scale", type=float,
-                   help="decode training images at this multiple of the resolution for augmentation (default 1.5)")
-    g.add_argument("--ema", type=float, help="decay of the weights' moving average per step, 0 for off (default 0.998)")
+                   help="decode training images at this multiple of the resolution for augmentation (default 1; try 1.5)")
+    g.add_argument("--ema", type=float, help="decay of the weights' moving average per step, validated and saved "
+                   "instead of the last weights (default 0: off; try 0.998)")
     g.add_argument("--resume", action="store_const", const=True, help="continue an interrupted training run")
     g.add_argument("--qat", choices=["auto", "on", "off"],
                    help="quantization-aware fine-tuning: 'auto' (default) when the int8 gate fails, 'on' always, 'off' never")

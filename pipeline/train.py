@@ -231,9 +231,10 @@ def prepare_once(cfg: BuildConfig, spec: Preprocess, rank: int, world: int) -> P
 class WeightAverage:
     """Exponential moving average of a model's weights and BatchNorm statistics.
 
-    The average of the last few hundred steps generalises better than the last step's
-    weights on small datasets; it is what is validated and saved. The decay ramps up as
-    (1 + t) / (10 + t) over the first steps, so the random head's start fades quickly.
+    With `--ema`, it is what is validated and saved instead of the last step's weights. The
+    decay is min(decay, (1 + t) / (10 + t)) at step t: the average spans about the last tenth
+    of the steps so far until the ramp reaches `decay` (step ~4,500 for 0.998), so the random
+    start fades quickly.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:

@@ -80,8 +80,8 @@ def test_activation_points_are_the_int8_graphs_tensors() -> None:
 
 @pytest.mark.slow
 def test_qat_closes_a_real_post_training_quantization_gap(tmp_path: Path) -> None:
-    """rps with the ImageNet V1 backbone at 96x96, 15 epochs without colour cast, augmentation at
-    the input size and no weight average (`--train-scale 1 --ema 0`): post-training
+    """rps with the ImageNet V1 backbone at 96x96, 15 epochs without colour cast (and the other
+    training defaults pinned, `--train-scale 1 --ema 0`, so the recipe stays the one measured): post-training
     quantization alone loses far more than the gate's point (85.11% int8 vs 91.06% float on
     this machine type); the build's automatic QAT fine-tune brings int8 back within the gate
     of the float model as trained (91.49%). About 3 minutes on 2 cores."""
