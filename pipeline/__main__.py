@@ -46,6 +46,9 @@ def _options(p: argparse.ArgumentParser) -> None:
                    help="decode training images at this multiple of the resolution for augmentation (default 1; try 1.5)")
     g.add_argument("--ema", type=float, help="decay of the weights' moving average per step, validated and saved "
                    "instead of the last weights (default 0: off; try 0.998)")
+    g.add_argument("--checkpoint", choices=["within_se", "best"],
+                   help="epoch kept: the latest within one standard error of the best validation top-1 "
+                        "(within_se, default) or the best (best)")
     g.add_argument("--resume", action="store_const", const=True, help="continue an interrupted training run")
     g.add_argument("--qat", choices=["auto", "on", "off"],
                    help="quantization-aware fine-tuning: 'auto' (default) when the int8 gate fails, 'on' always, 'off' never")

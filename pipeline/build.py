@@ -109,7 +109,7 @@ def run_train(cfg: BuildConfig) -> dict[str, Any]:
         "seconds": time.time() - t0,
     }
     log(f"train: float top-1 {res['float']['top1']:.2f}% on {res['float']['n']} held-out images "
-        f"(best epoch {ckpt['best_epoch']}, {res['seconds']:.0f}s)")
+        f"(kept epoch {ckpt['best_epoch']}, {res['seconds']:.0f}s)")
     return record(cfg, "train", res)
 
 

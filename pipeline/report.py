@@ -186,7 +186,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines += [
             "",
             f"Quantization-aware training ({q['trigger']}): {q['epochs']} epochs at lr {q['lr']:.2g} "
-            f"(best epoch {q['best_epoch']}, {q['seconds']:.0f} s). Float {q['float_before_top1']:.2f}% before, "
+            f"(kept epoch {q['best_epoch']}, {q['seconds']:.0f} s). Float {q['float_before_top1']:.2f}% before, "
             f"{q['float_after_top1']:.2f}% after (torch_qat: weights on the int8 grid, activations float); "
             + (f"int8 {before['int8_top1']:.2f}% with post-training quantization alone, " if before else "")
             + f"{q['int8_top1']:.2f}% after QAT.",

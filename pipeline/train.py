@@ -83,6 +83,34 @@ def use_global_batchnorm(model: nn.Module) -> None:
             bn.__class__ = GlobalBatchNorm
 
 
+class GlobalBatchDropout(nn.Dropout):
+    """Dropout whose mask is drawn for the global batch, each process keeping its rows.
+
+    Every process draws the whole batch's mask from the global torch generator (seeded
+    alike in all of them) as a single process's nn.Dropout would, and uses rows
+    `offset`..: N processes drop exactly what one process does, and one process computes
+    bit for bit what nn.Dropout computes on the CPU (bernoulli_, div_, multiply).
+    """
+
+    total = 0  # rows in the global batch
+    offset = 0  # this process's first row
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return super().forward(x)
+        noise = torch.empty((self.total, *x.shape[1:]), dtype=x.dtype).bernoulli_(1 - self.p)
+        noise.div_(1 - self.p)
+        return x * noise[self.offset : self.offset + x.shape[0]].to(x.device)
+
+
+def use_global_batch_dropout(model: nn.Module, total: int, offset: int) -> None:
+    """Switch every nn.Dropout in `model` to GlobalBatchDropout in place."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.__class__ = GlobalBatchDropout
+            m.total, m.offset = total, offset
+
+
 def pick_device(rank: int) -> torch.device:
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", rank))
@@ -228,6 +256,12 @@ def prepare_once(cfg: BuildConfig, spec: Preprocess, rank: int, world: int) -> P
     return prepared or prepare(cfg, spec, large=True)
 
 
+def standard_error(accuracy: float, n: int) -> float:
+    """Standard error, in points, of a top-1 of `accuracy` % measured on n images."""
+    p = min(max(accuracy / 100, 0.0), 1.0)
+    return 100 * math.sqrt(p * (1 - p) / max(n, 1))
+
+
 class WeightAverage:
     """Exponential moving average of a model's weights and BatchNorm statistics.
 
@@ -303,7 +337,10 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
         log(f"training {epochs} epochs at peak learning rate {lr:g}")
     model.to(device)
     net: nn.Module = model
+    global_batch = cfg.batch_size
+    per_rank = max(1, global_batch // world)
     if world > 1:
+        use_global_batch_dropout(model, global_batch, rank * per_rank)
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
@@ -319,8 +356,6 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
     )
-    global_batch = cfg.batch_size
-    per_rank = max(1, global_batch // world)
     steps = max(1, len(y_train) // global_batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.1, div_factor=10, final_div_factor=100
@@ -396,8 +431,12 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
             "seconds": elapsed,
         }
         history.append(row)
-        improved = (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"])
-        if improved:
+        top = max(val_acc, best.get("top", best["val_acc"]))
+        if cfg.checkpoint == "best":
+            keep = (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"])
+        else:
+            keep = val_acc >= top - standard_error(top, len(y_val))
+        if keep:
             best = {
                 "val_acc": val_acc,
                 "val_loss": val_loss,
@@ -407,10 +446,11 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
             bad_epochs = 0
         else:
             bad_epochs += 1
+        best["top"] = top
         if rank == 0:
             log(
                 f"{'QAT ' if qat_from else ''}epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.3f}  train {row['train_acc']:.1f}%  "
-                f"val {val_acc:.1f}% (best {best['val_acc']:.1f}% @ {best['epoch']})  "
+                f"val {val_acc:.1f}% (best {top:.1f}%, kept {best['epoch']})  "
                 f"{elapsed:.0f}s, ~{eta:.0f}s left"
             )
             _save(
@@ -428,7 +468,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
             stop = bool(flag.item())
         if stop:
             if rank == 0:
-                log(f"early stop: no better validation score for {cfg.patience} epochs")
+                log(f"early stop: no validation score as good as the best for {cfg.patience} epochs")
             break
 
     if qat_from is not None:

@@ -13,7 +13,13 @@ import pytest
 import torch
 from conftest import ROOT, TINY_ARGS, TINY_CONFIG
 
-from pipeline.train import WeightAverage, augment
+from pipeline.train import (
+    GlobalBatchDropout,
+    WeightAverage,
+    augment,
+    standard_error,
+    use_global_batch_dropout,
+)
 
 
 def test_augment_keeps_shape_and_range_and_is_seeded() -> None:
@@ -53,6 +59,33 @@ def test_augment_shards_draw_like_the_global_batch() -> None:
     first = augment(x[:4], torch.Generator().manual_seed(3), True, False, total=8, offset=0, color_cast=0.25)
     second = augment(x[4:], torch.Generator().manual_seed(3), True, False, total=8, offset=4, color_cast=0.25)
     assert torch.allclose(torch.cat([first, second]), whole, atol=1e-4)
+
+
+def test_standard_error_of_a_validation_score() -> None:
+    assert standard_error(93.0, 189) == pytest.approx(100 * (0.93 * 0.07 / 189) ** 0.5)
+    assert 1.8 < standard_error(93.0, 189) < 1.9  # rps: 189 validation images
+    assert standard_error(100.0, 189) == 0.0  # a perfect score keeps only perfect epochs
+    assert standard_error(50.0, 10_000) == pytest.approx(0.5)
+
+
+def test_global_batch_dropout_is_nn_dropout_in_one_process_and_shards_in_many() -> None:
+    x = torch.rand(32, 256) + 0.5
+    net = torch.nn.Sequential(torch.nn.Dropout(0.3))
+    torch.manual_seed(5)
+    expected = net(x)
+    use_global_batch_dropout(net, 32, 0)
+    assert type(net[0]) is GlobalBatchDropout
+    torch.manual_seed(5)
+    assert torch.equal(net(x), expected)  # bit for bit what nn.Dropout computes
+    assert 0.2 < float((expected == 0).float().mean()) < 0.4
+    halves = []
+    for offset in (0, 16):  # two processes, each seeded alike, each with its half of the batch
+        use_global_batch_dropout(net, 32, offset)
+        torch.manual_seed(5)
+        halves.append(net(x[offset : offset + 16]))
+    assert torch.equal(torch.cat(halves), expected)
+    net.eval()
+    assert torch.equal(net(x), x)
 
 
 def test_global_batchnorm_equals_batchnorm_in_one_process(tmp_path: Path) -> None:
