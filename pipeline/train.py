@@ -431,7 +431,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
             "seconds": elapsed,
         }
         history.append(row)
-        top = max(val_acc, best.get("top", best["val_acc"]))
+        top = max(r["val_acc"] for r in history)
         if cfg.checkpoint == "best":
             keep = (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"])
         else:
@@ -446,7 +446,6 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
             bad_epochs = 0
         else:
             bad_epochs += 1
-        best["top"] = top
         if rank == 0:
             log(
                 f"{'QAT ' if qat_from else ''}epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.3f}  train {row['train_acc']:.1f}%  "

@@ -83,8 +83,9 @@ def test_qat_closes_a_real_post_training_quantization_gap(tmp_path: Path) -> Non
     """rps with the ImageNet V1 backbone at 96x96, 15 epochs without colour cast (and the other
     training defaults pinned, `--train-scale 1 --ema 0 --checkpoint best`, so the recipe stays
     the one measured): post-training quantization alone loses far more than the gate's point
-    (85.11% int8 vs 91.06% float on this machine type); the build's automatic QAT fine-tune brings int8 back within the gate
-    of the float model as trained (91.49%). About 3 minutes on 2 cores."""
+    (85.11% int8 vs 91.06% float on this machine type); the build's automatic QAT fine-tune
+    brings int8 back within the gate of the float model as trained (91.49%). About 3 minutes
+    on 2 cores."""
     if not RPS.is_dir() or not V1_WEIGHTS.is_file():
         pytest.skip(f"needs the shared rps dataset ({RPS}) and V1 weights ({V1_WEIGHTS})")
     out = tmp_path / "rps"
