@@ -1,9 +1,10 @@
 # Cortex-M firmware build, run by firmware/firmware.mk as a sub-make:
 #   make -f firmware/cortexm.mk BOARD=... FW_KERNELS=cmsis_nn|reference TFLM_DIR=... \
-#        FW_MODEL_DIR=... FW_BUILD=... FW_TFLM_OBJ=... PY=...
+#        FW_MODEL_DIR=... FW_BUILD=... FW_TFLM_CACHE=... PY=...
 # TFLM's flags and source list come from TFLM's own Makefile (tools/tflm_sources.py);
-# everything is compiled here with Debian's arm-none-eabi-gcc into $(FW_BUILD) and
-# $(FW_TFLM_OBJ) (shared by every build for the same CPU and kernels).
+# everything is compiled here with Debian's arm-none-eabi-gcc into $(FW_BUILD) and the
+# TFLM object cache $(FW_TFLM_CACHE)/<key> (key: TFLM commit, compiler version, flags, core,
+# kernel set; tools/tflm_sources.py sets FW_TFLM_OBJ to it unless given).
 FW_DIR ?= firmware
 include $(FW_DIR)/boards/$(BOARD).mk
 
@@ -28,8 +29,8 @@ ELF := $(FW_BUILD)/firmware.elf
 $(SOURCES_MK): $(MODEL_TFLM)/model_settings.h $(FW_DIR)/tools/tflm_sources.py
 	@mkdir -p $(@D)
 	$(Q)$(PY) $(FW_DIR)/tools/tflm_sources.py --tflm-dir $(TFLM_DIR) \
-	  --target-arch $(BOARD_TARGET_ARCH) --kernels $(FW_KERNELS) \
-	  --model-settings $(MODEL_TFLM)/model_settings.h --out $@ $(if $(FW_ALL_KERNELS),--all-kernels)
+	  --target-arch $(BOARD_TARGET_ARCH) --kernels $(FW_KERNELS) --cxx $(CXX) \
+	  --cache-root $(FW_TFLM_CACHE) --model-settings $(MODEL_TFLM)/model_settings.h --out $@ $(if $(FW_ALL_KERNELS),--all-kernels)
 include $(SOURCES_MK)
 
 CPU_FLAGS := $(filter -mcpu=% -mfpu=% -mfloat-abi=% -mthumb,$(TFLM_CXXFLAGS))
@@ -41,14 +42,16 @@ $(TFLM_CORE_OBJS): OPT := $(TFLM_CORE_OPT)
 $(TFLM_KERNEL_OBJS): OPT := $(TFLM_KERNEL_OPT)
 $(TFLM_THIRD_OBJS): OPT := $(TFLM_THIRD_PARTY_OPT)
 
+# Into the shared cache through a temporary name: a build that stops half-way, or a second
+# build of the same key at the same time, never leaves a partial object under its real name.
 $(FW_TFLM_OBJ)/%.cc.o: $(TFLM_ROOT)/%.cc
 	@mkdir -p $(@D)
 	@echo "  CXX  tflm/$*.cc"
-	$(Q)$(CXX) $(TFLM_CXXFLAGS) $(OPT) $(TFLM_INCLUDES) -c $< -o $@
+	$(Q)$(CXX) $(TFLM_CXXFLAGS) $(OPT) $(TFLM_INCLUDES) -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
 $(FW_TFLM_OBJ)/%.c.o: $(TFLM_ROOT)/%.c
 	@mkdir -p $(@D)
 	@echo "  CC   tflm/$*.c"
-	$(Q)$(CC) $(TFLM_CCFLAGS) $(OPT) $(TFLM_INCLUDES) -c $< -o $@
+	$(Q)$(CC) $(TFLM_CCFLAGS) $(OPT) $(TFLM_INCLUDES) -c $< -o $@.$$$$.tmp && mv -f $@.$$$$.tmp $@
 
 # The application: board-independent app + shared C++, the board layer, the generated
 # model and test vectors.

@@ -18,20 +18,36 @@ PYOCD ?= pyocd
 QEMU_ARM ?= qemu-system-arm
 FW_QEMU_TIMEOUT ?= 600
 
-# TFLM: an explicit TFLM_DIR (a tflite-micro checkout with its downloads), else the cache
-# that `make tflm` fills. Pinned commit, tested with these sources:
+# TFLM sources (a tflite-micro checkout with its third-party downloads), the first of:
+#   1. TFLM_DIR, when given
+#   2. firmware/third_party/tflite-micro, which `make tflm` fills (pinned commit below)
+#   3. ../shared/tflm/tflite-micro beside this checkout (read-only is fine: nothing is
+#      written inside it)
 TFLM_REPO ?= https://github.com/tensorflow/tflite-micro
 TFLM_PIN ?= 90b983c2b3f1480642e040bbd2ddb37b998f3424
 TFLM_CACHE ?= $(FW_DIR)/third_party
-TFLM_DIR ?= $(TFLM_CACHE)/tflite-micro
-FW_TFLM_OBJ ?= $(OUT)/firmware/tflm/$(FW_KERNELS)-$(shell sed -n 's/^BOARD_TARGET_ARCH *:= *//p' $(FW_DIR)/boards/$(BOARD).mk 2>/dev/null)
+FW_ROOT := $(patsubst %/,%,$(dir $(abspath $(firstword $(MAKEFILE_LIST)))))
+TFLM_SHARED ?= $(abspath $(FW_ROOT)/../shared/tflm/tflite-micro)
+TFLM_CANDIDATES := $(TFLM_CACHE)/tflite-micro $(TFLM_SHARED)
+TFLM_FOUND := $(firstword $(foreach d,$(TFLM_CANDIDATES),$(if $(wildcard $(d)/tensorflow/lite/micro/micro_interpreter.h),$(d))))
+TFLM_DIR ?= $(TFLM_FOUND)
+TFLM_NONE_MSG := no TFLM sources: set TFLM_DIR to a tflite-micro checkout with its third-party downloads,   or run 'make tflm' (clones the pinned commit into $(TFLM_CACHE)/tflite-micro; needs github.com),   or put the shared tree at $(TFLM_SHARED) (see firmware/README.md)
+# Compiled TFLM objects, one folder per key (TFLM commit, compiler, flags, core, kernels),
+# shared by every build, test and clone on this machine.
+FW_TFLM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mobilenet-edge/tflm
 
-.PHONY: firmware run-qemu flash-check flash-cortexm tflm firmware-check firmware-esp32 flash-esp32 firmware-clean
+.PHONY: firmware run-qemu flash-check flash-cortexm tflm tflm-dir firmware-check firmware-esp32 flash-esp32 firmware-clean
+
+# Where the build takes TFLM from (tests and bench ask this, so the order lives here only).
+tflm-dir:
+	@test -n "$(TFLM_DIR)" || { echo "error: $(TFLM_NONE_MSG)" >&2; exit 1; }
+	@echo $(abspath $(TFLM_DIR))
 
 firmware-check:
 	@test -f $(FW_DIR)/boards/$(BOARD).mk || { echo "error: unknown BOARD=$(BOARD); boards: $(FW_BOARDS)"; exit 1; }
 	@command -v arm-none-eabi-g++ >/dev/null || { echo "error: arm-none-eabi-g++ not found: sudo apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib"; exit 1; }
-	@test -f $(TFLM_DIR)/tensorflow/lite/micro/micro_interpreter.h || { echo "error: no TFLM in TFLM_DIR=$(TFLM_DIR): run 'make tflm' (needs github.com) or set TFLM_DIR to a tflite-micro checkout with its third-party downloads"; exit 1; }
+	@test -n "$(TFLM_DIR)" || { echo "error: $(TFLM_NONE_MSG)"; exit 1; }
+	@test -f $(TFLM_DIR)/tensorflow/lite/micro/micro_interpreter.h || { echo "error: no TFLM in TFLM_DIR=$(TFLM_DIR): set TFLM_DIR to a tflite-micro checkout with its third-party downloads, or unset it to use $(TFLM_CACHE)/tflite-micro ('make tflm', needs github.com) or $(TFLM_SHARED)"; exit 1; }
 	@test -d $(TFLM_DIR)/tensorflow/lite/micro/tools/make/downloads/flatbuffers || { echo "error: $(TFLM_DIR) lacks its third-party downloads (flatbuffers, gemmlowp, ruy, cmsis, cmsis_nn): run 'make tflm'"; exit 1; }
 	@test -f $(FW_MODEL_DIR)/tflm/model_settings.h || { echo "error: no $(FW_MODEL_DIR)/tflm/model_settings.h: build the model first ('make', then 'make microcode'), or FW_MODEL_DIR=<dir> (firmware/tools/tflm_model.py makes one from any int8 .tflite)"; exit 1; }
 	@test -f $(FW_MODEL_DIR)/test_vectors.npz || { echo "error: no $(FW_MODEL_DIR)/test_vectors.npz (written by 'pipeline microcode')"; exit 1; }
@@ -39,7 +55,8 @@ firmware-check:
 firmware: firmware-check
 	$(MAKE) --no-print-directory -j$(FW_JOBS) -f $(FW_DIR)/cortexm.mk FW_DIR=$(FW_DIR) BOARD=$(BOARD) \
 	  FW_KERNELS=$(FW_KERNELS) TFLM_DIR=$(abspath $(TFLM_DIR)) FW_MODEL_DIR=$(FW_MODEL_DIR) \
-	  FW_BUILD=$(FW_BUILD) FW_TFLM_OBJ=$(FW_TFLM_OBJ) PY=$(abspath $(PY))
+	  FW_BUILD=$(FW_BUILD) FW_TFLM_CACHE=$(abspath $(FW_TFLM_CACHE)) $(if $(FW_TFLM_OBJ),FW_TFLM_OBJ=$(FW_TFLM_OBJ)) \
+	  PY=$(abspath $(PY))
 
 # Bit-exactness run: QEMU with a deterministic instruction counter; the exit status is
 # the number of outputs that differ from the host tflite-micro runtime.

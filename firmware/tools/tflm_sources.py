@@ -1,7 +1,8 @@
 """Ask TFLM's own Makefile for its compiler flags and sources, keep what the model needs.
 
     python tflm_sources.py --tflm-dir DIR --target-arch cortex-m4+fp --kernels cmsis_nn \
-        --model-settings build/tflm/model_settings.h --out sources.mk
+        --model-settings build/tflm/model_settings.h --cxx arm-none-eabi-g++ \
+        --cache-root ~/.cache/mobilenet-edge/tflm --out sources.mk
 
 TFLM's Makefile (target cortex_m_generic, Debian's arm-none-eabi-gcc via
 TARGET_TOOLCHAIN_ROOT) is the authority for flags, include paths and the source list with
@@ -14,6 +15,8 @@ of ~330. The result is a make fragment with absolute paths.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import re
 import subprocess
@@ -36,13 +39,13 @@ SKIP_CORE = {
 ALWAYS_KERNELS = {"kernel_util.cc", "micro_tensor_utils.cc"}
 
 
-def tflm_vars(tflm_dir: Path, target_arch: str, kernels: str) -> dict[str, str]:
+def tflm_vars(tflm_dir: Path, target: str, target_arch: str, kernels: str) -> dict[str, str]:
     with tempfile.NamedTemporaryFile("w", suffix=".mk", delete=False) as f:
         f.write(PRINT_VARS)
         extra = f.name
     cmd = [
         "make", "-s", "-f", "tensorflow/lite/micro/tools/make/Makefile", "-f", extra,
-        "TARGET=cortex_m_generic", f"TARGET_ARCH={target_arch}",
+        f"TARGET={target}", f"TARGET_ARCH={target_arch}",
         "TARGET_TOOLCHAIN_ROOT=" + os.environ.get("ARM_TOOLCHAIN_ROOT", "/usr/bin/"),
         "GENDIR=" + tempfile.gettempdir() + "/tflm-gendir-unused/",
     ]
@@ -86,6 +89,36 @@ def registrations(tflm_dir: Path, methods: list[str]) -> dict[str, str]:
     return out
 
 
+def tflm_identity(tflm_dir: Path) -> str:
+    """The TFLM commit when `tflm_dir` is a git checkout, else a fingerprint of its files
+    (path, size, modification time of every file, downloads included)."""
+    r = subprocess.run(["git", "-C", str(tflm_dir), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if r.returncode == 0 and (tflm_dir / ".git").exists():
+        return "commit " + r.stdout.strip()
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(tflm_dir):
+        dirnames.sort()
+        for name in sorted(filenames):
+            st = os.stat(os.path.join(dirpath, name))
+            rel = os.path.relpath(os.path.join(dirpath, name), tflm_dir)
+            h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "tree " + h.hexdigest()
+
+
+def compiler_version(cxx: str) -> str:
+    try:
+        r = subprocess.run([cxx, "--version"], capture_output=True, text=True)
+    except OSError:
+        sys.exit(f"error: compiler {cxx} not found")
+    return r.stdout.splitlines()[0].strip() if r.stdout else cxx
+
+
+def cache_key(parts: dict[str, str]) -> str:
+    """`<kernels>-<core>-<hash>`: readable where it can be, exact in the hash."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{parts['kernels']}-{parts['core']}-{digest}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tflm-dir", type=Path, required=True)
@@ -93,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernels", choices=["cmsis_nn", "reference"], required=True)
     ap.add_argument("--model-settings", type=Path, required=True)
     ap.add_argument("--all-kernels", action="store_true", help="keep every kernel")
+    ap.add_argument("--target", default="cortex_m_generic", help="TFLM's TARGET")
+    ap.add_argument("--cxx", default="arm-none-eabi-g++", help="the C++ compiler (its version keys the cache)")
+    ap.add_argument("--cache-root", type=Path, required=True, help="TFLM object cache (one folder per key)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     tflm = a.tflm_dir.resolve()
-    v = tflm_vars(tflm, a.target_arch, a.kernels)
+    v = tflm_vars(tflm, a.target, a.target_arch, a.kernels)
 
     core = [s for s in v["MICROLITE_CC_SRCS"].split()
             if Path(s).name not in SKIP_CORE and not s.startswith("signal/")]
@@ -132,15 +168,32 @@ def main(argv: list[str] | None = None) -> int:
     def drop_md(flags: str) -> str:
         return " ".join(f for f in flags.split() if f not in ("-MD",))
 
+    cxxflags, ccflags = drop_md(v["CXXFLAGS"]), drop_md(v["CCFLAGS"])
+    includes = " ".join(dict.fromkeys(incs))
+    opts = [v["CORE_OPTIMIZATION_LEVEL"], v["KERNEL_OPTIMIZATION_LEVEL"], v["THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL"]]
+    parts = {"tflm": tflm_identity(tflm), "tflm_dir": str(tflm), "compiler": compiler_version(a.cxx),
+             "cxx": a.cxx, "target": a.target, "core": a.target_arch, "kernels": a.kernels,
+             "cxxflags": cxxflags, "ccflags": ccflags, "includes": includes, "opt": " | ".join(opts)}
+    key = cache_key(parts)
+    obj_dir = a.cache_root.resolve() / key
+    obj_dir.mkdir(parents=True, exist_ok=True)
+    key_file = obj_dir / "key.json"
+    if not key_file.is_file():
+        tmp_key = key_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp_key.write_text(json.dumps(parts, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp_key, key_file)
+
     lines = [
         f"# Generated by firmware/tools/tflm_sources.py for {a.target_arch} {a.kernels}",
+        f"TFLM_CACHE_KEY := {key}",
+        f"FW_TFLM_OBJ := {obj_dir}",
         f"TFLM_ROOT := {tflm}",
-        f"TFLM_CXXFLAGS := {drop_md(v['CXXFLAGS'])}",
-        f"TFLM_CCFLAGS := {drop_md(v['CCFLAGS'])}",
-        f"TFLM_INCLUDES := {' '.join(dict.fromkeys(incs))}",
-        f"TFLM_CORE_OPT := {v['CORE_OPTIMIZATION_LEVEL']}",
-        f"TFLM_KERNEL_OPT := {v['KERNEL_OPTIMIZATION_LEVEL']}",
-        f"TFLM_THIRD_PARTY_OPT := {v['THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL']}",
+        f"TFLM_CXXFLAGS := {cxxflags}",
+        f"TFLM_CCFLAGS := {ccflags}",
+        f"TFLM_INCLUDES := {includes}",
+        f"TFLM_CORE_OPT := {opts[0]}",
+        f"TFLM_KERNEL_OPT := {opts[1]}",
+        f"TFLM_THIRD_PARTY_OPT := {opts[2]}",
         "TFLM_CORE_SRCS := " + " ".join(core),
         "TFLM_KERNEL_SRCS := " + " ".join(kernels),
         "TFLM_THIRD_PARTY_SRCS := " + " ".join(third),
@@ -150,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, a.out)
     print(f"tflm: {len(core)} core, {len(kernels)} kernel, {len(third)} third-party sources "
-          f"({a.target_arch}, {a.kernels})")
+          f"({a.target_arch}, {a.kernels}); objects cached in {obj_dir}")
     return 0
 
 
