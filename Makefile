@@ -1,7 +1,8 @@
 # The user's door. Each target calls one CLI command; the logic lives in the code.
 #   make                       build the default model on the generated dataset (offline)
 #   make build DATA=folder     the same on your own class-folder dataset
-#   make test                  the test suite
+#   make test                  the test suite (behaviour and bounds; under 15 min warm on 2 cores)
+#   make test-slow             the re-measurements kept out of it (accuracy sweeps, full trainings)
 PYTHON  ?= python3
 VENV    ?= .venv
 PY      := $(VENV)/bin/python
@@ -11,7 +12,7 @@ ARGS    ?=
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := build
-.PHONY: build venv test lint clean data train export convert microcode report models
+.PHONY: build venv test test-slow lint clean data train export convert microcode report models
 
 # Reinstall only when requirements.txt changes.
 $(STAMP): requirements.txt
@@ -30,8 +31,13 @@ data train export convert microcode report: $(STAMP)
 models: $(STAMP)
 	$(PY) -m pipeline models $(ARGS)
 
+# Skip reasons and the slowest tests are printed every run; under CI=true a skip fails (tests/conftest.py).
+PYTEST_REPORT := -rs --durations=15
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q $(PYTEST_REPORT) -m "not slow" $(ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_REPORT) -m slow $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline device tests firmware/tools bench

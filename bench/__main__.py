@@ -206,7 +206,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         log(f"firmware under QEMU: {', '.join(boards)} (reference, cmsis_nn) ...")
         sec, used = firmware_section(out, boards, a.fw_vectors, a.fw_timeout)
         sections["firmware"] = sec
-        commit = _git_head(tflm_dir())
+        tflm = tflm_dir()
+        commit = _git_head(tflm) if tflm else None
         for board in used:
             from .sections import _board_var
 

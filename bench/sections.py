@@ -4,20 +4,20 @@ rows, or `skipped` with the reason it could not be measured here."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline import firmware_env
+from pipeline.firmware_env import find_tflm
+
 from .models import Int8Model, conv_output_shapes, input_shape
 from .timing import calls_for, interleaved_runs, paired_ratio, summarize_ms
 
 ROOT = Path(__file__).resolve().parents[1]
-PERSON_DETECT_BYTES = 300_568  # TFLM's examples/person_detection model, as published
 PERSON_DETECT_REL = "tensorflow/lite/micro/models/person_detect.tflite"
 
 
@@ -165,11 +165,8 @@ def conversion_section(pairs: list[tuple[str | None, str | None]], models: dict[
 def find_person_detect(explicit: str | None) -> Path | None:
     if explicit:
         return Path(explicit)
-    candidates = []
-    if os.environ.get("TFLM_DIR"):
-        candidates.append(Path(os.environ["TFLM_DIR"]) / PERSON_DETECT_REL)
-    candidates.append(ROOT / "firmware" / "third_party" / "tflite-micro" / PERSON_DETECT_REL)
-    return next((c for c in candidates if c.is_file()), None)
+    tflm = tflm_dir()
+    return tflm / PERSON_DETECT_REL if tflm and (tflm / PERSON_DETECT_REL).is_file() else None
 
 
 def person_detect_section(path: Path | None, ours_rows: list[tuple[str, Int8Model]], arenas: dict[str, int],
@@ -281,18 +278,16 @@ def _board_var(board: str, var: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def tflm_dir() -> Path:
-    return Path(os.environ.get("TFLM_DIR") or ROOT / "firmware" / "third_party" / "tflite-micro")
+def tflm_dir() -> Path | None:
+    """Where the firmware build takes TFLM from (firmware.mk decides), or None."""
+    return find_tflm()[0]
 
 
 def firmware_unavailable(out: Path) -> str | None:
     """Why the firmware cannot be built and run here, or None."""
-    for tool, pkg in (("arm-none-eabi-g++", "gcc-arm-none-eabi"), ("qemu-system-arm", "qemu-system-arm")):
-        if shutil.which(tool) is None:
-            return f"{tool} not found (apt-get install {pkg})"
-    tflm = tflm_dir()
-    if not (tflm / "tensorflow" / "lite" / "micro" / "micro_interpreter.h").is_file():
-        return f"no TFLM sources in {tflm}: `make tflm` or set TFLM_DIR"
+    why = firmware_env.firmware_unavailable()
+    if why:
+        return why
     if not (out / "tflm" / "model_settings.h").is_file() or not (out / "test_vectors.npz").is_file():
         return f"no {out}/tflm or {out}/test_vectors.npz: build the model first"
     return None

@@ -26,6 +26,32 @@ TINY_CONFIG = {"generated_train_per_class": 250, "generated_test_per_class": 100
                "pretrained": "none"}
 
 
+# Under CI=true (.ci/run sets it) a skipped test fails: .ci/run installs every package the
+# suite needs and CI has ../shared, so a skip there hides a claim that is no longer proven.
+# Only these skips are allowed there, each because CI cannot or must not have the thing.
+CI_MAY_SKIP = {
+    "picamera2 is installed here": "the test is for machines without picamera2 (CI has none)",
+    "ESP-IDF is installed here": "the test is for machines without ESP-IDF (CI has none)",
+    "no Python 3.9 interpreter": "Debian 12 packages no Python 3.9 (the Bullseye Pi stand-in)",
+}
+
+
+def strict_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.skipped and strict_ci() and not hasattr(rep, "wasxfail"):
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        if not any(ok in reason for ok in CI_MAY_SKIP):
+            rep.outcome = "failed"
+            rep.longrepr = (f"skipped under CI=true, where .ci/run installs every dependency and ../shared "
+                            f"is present (fix .ci/run or the test): {reason}")
+
+
 def run_pipeline(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env,

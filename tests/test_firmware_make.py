@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.firmware_env import find_tflm
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,10 +37,32 @@ def test_missing_tflm_says_how_to_get_it(tmp_path: Path) -> None:
     assert p.returncode != 0 and "make tflm" in p.stdout and "TFLM_DIR" in p.stdout
 
 
+def test_tflm_is_looked_for_in_three_places_in_order(tmp_path: Path) -> None:
+    """TFLM_DIR, then firmware/third_party/tflite-micro (`make tflm`), then ../shared/tflm;
+    with none of them the error names all three."""
+    env = {k: v for k, v in os.environ.items() if k != "TFLM_DIR"}
+    fake = []
+    for name in ("cache", "shared"):
+        d = tmp_path / name / "tflite-micro"
+        (d / "tensorflow/lite/micro").mkdir(parents=True)
+        (d / "tensorflow/lite/micro/micro_interpreter.h").touch()
+        fake.append(d)
+    where = ["tflm-dir", f"TFLM_CACHE={tmp_path / 'cache'}", f"TFLM_SHARED={fake[1]}"]
+    assert make(*where, env=env).stdout.strip() == str(fake[0])
+    assert make(*where, f"TFLM_DIR={tmp_path}", env=env).stdout.strip() == str(tmp_path)
+    shutil.rmtree(fake[0])
+    assert make(*where, env=env).stdout.strip() == str(fake[1])
+    shutil.rmtree(fake[1])
+    p = make(*where, env=env)
+    assert p.returncode != 0 and p.stdout.strip() == ""
+    assert "TFLM_DIR" in p.stderr and "make tflm" in p.stderr and str(fake[1]) in p.stderr
+    assert str(tmp_path / "cache" / "tflite-micro") in p.stderr
+
+
 def test_missing_model_says_to_build_it(tmp_path: Path) -> None:
-    tflm = Path(os.environ.get("TFLM_DIR", ROOT / "firmware/third_party/tflite-micro"))
-    if shutil.which("arm-none-eabi-g++") is None or not (tflm / "tensorflow").is_dir():
-        pytest.skip("needs arm-none-eabi-g++ and TFLM to get past the earlier checks")
+    tflm, why = find_tflm()
+    if shutil.which("arm-none-eabi-g++") is None or tflm is None:
+        pytest.skip(f"needs arm-none-eabi-g++ and TFLM to get past the earlier checks ({why})")
     p = make("firmware", f"TFLM_DIR={tflm}", f"FW_MODEL_DIR={tmp_path}")
     assert p.returncode != 0 and "model_settings.h" in p.stdout and "build the model" in p.stdout
 

@@ -1,14 +1,16 @@
 """The Cortex-M firmware under QEMU: built from the pipeline's outputs with TFLM, run on the
 held-out int8 test vectors, bit-exact against the tflite-micro host runtime.
 
-Needs arm-none-eabi-gcc, qemu-system-arm and TFLM sources (TFLM_DIR, or the cache that
-`make tflm` fills in firmware/third_party/); without them these tests skip and say which
-is missing. TFLM objects are compiled once into build/firmware/tflm/ and reused.
+Needs arm-none-eabi-gcc, qemu-system-arm and TFLM sources (TFLM_DIR, the checkout `make tflm`
+fills in firmware/third_party/, or ../shared/tflm/tflite-micro: `make tflm-dir` says which);
+without them these tests skip and say which is missing (a failure under CI=true). TFLM
+objects are compiled once per cache key into ~/.cache/mobilenet-edge/tflm/ and reused by
+every test and `make firmware`.
 """
 
 from __future__ import annotations
 
-import os
+import json
 import re
 import shutil
 import subprocess
@@ -17,24 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.firmware_env import find_tflm, firmware_unavailable
+
 ROOT = Path(__file__).resolve().parents[1]
-TFLM_DIR = Path(os.environ.get("TFLM_DIR", ROOT / "firmware/third_party/tflite-micro"))
-OBJ_CACHE = ROOT / "build/firmware/tflm"
+TFLM_DIR = find_tflm()[0] or Path("/nonexistent")
+_WHY = firmware_unavailable()
 
-
-def _missing() -> str | None:
-    for tool, pkg in [("arm-none-eabi-g++", "gcc-arm-none-eabi libnewlib-arm-none-eabi "
-                       "libstdc++-arm-none-eabi-newlib"), ("qemu-system-arm", "qemu-system-arm")]:
-        if shutil.which(tool) is None:
-            return f"{tool} not found (apt-get install {pkg})"
-    if not (TFLM_DIR / "tensorflow/lite/micro/micro_interpreter.h").is_file():
-        return f"no TFLM at {TFLM_DIR}: run `make tflm` or set TFLM_DIR to a tflite-micro checkout"
-    if not (TFLM_DIR / "tensorflow/lite/micro/tools/make/downloads/flatbuffers").is_dir():
-        return f"{TFLM_DIR} lacks its third-party downloads: run `make tflm`"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_missing() is not None, reason=str(_missing()))
+pytestmark = pytest.mark.skipif(_WHY is not None, reason=f"firmware: {_WHY}")
 
 
 def make(*args: str, check: bool = True, timeout: int = 3600) -> subprocess.CompletedProcess:
@@ -45,11 +36,10 @@ def make(*args: str, check: bool = True, timeout: int = 3600) -> subprocess.Comp
     return proc
 
 
-def build_and_run(model_dir: Path, out: Path, board: str, kernels: str, vectors: int = 10,
-                  arch: str = "cortex-m4+fp") -> tuple[subprocess.CompletedProcess, dict]:
+def build_and_run(model_dir: Path, out: Path, board: str, kernels: str,
+                  vectors: int = 10) -> tuple[subprocess.CompletedProcess, dict]:
     common = [f"BOARD={board}", f"OPTIMIZED_KERNEL_DIR={kernels}", f"OUT={out}",
-              f"FW_MODEL_DIR={model_dir}", f"FW_TFLM_OBJ={OBJ_CACHE}/{kernels}-{arch}",
-              f"FW_VECTORS={vectors}"]
+              f"FW_MODEL_DIR={model_dir}", f"FW_VECTORS={vectors}"]
     make("firmware", *common)
     proc = make("run-qemu", *common, check=False)
     return proc, parse(proc.stdout)
@@ -124,10 +114,10 @@ def test_an386_bit_exact_on_test_vectors(tiny_build: Path, tmp_path: Path, kerne
         assert (tmp_path / "firmware" / f"{tiny_build.name}-mps2-an386-{kernels}" / f).stat().st_size > 0
 
 
-@pytest.mark.parametrize("board,arch", [("mps2-an500", "cortex-m7+fp"), ("mps3-an547", "cortex-m55")])
-def test_other_cores_bit_exact(tiny_build: Path, tmp_path: Path, board: str, arch: str) -> None:
+@pytest.mark.parametrize("board", ["mps2-an500", "mps3-an547"])
+def test_other_cores_bit_exact(tiny_build: Path, tmp_path: Path, board: str) -> None:
     """Cortex-M7 (AN500) and Cortex-M55 with Helium (AN547, CMSIS-NN's MVE kernels)."""
-    proc, res = build_and_run(tiny_build, tmp_path, board, "cmsis_nn", vectors=4, arch=arch)
+    proc, res = build_and_run(tiny_build, tmp_path, board, "cmsis_nn", vectors=4)
     assert_bit_exact(proc, res, tiny_build, 4)
 
 
@@ -138,8 +128,7 @@ def test_board_memory_is_checked_at_link_time(tiny_build: Path, tmp_path: Path) 
     shutil.copy(tiny_build / "test_vectors.npz", big / "test_vectors.npz")
     h = big / "tflm/model_settings.h"
     h.write_text(re.sub(r"kTensorArenaSize = \d+", "kTensorArenaSize = 6000000", h.read_text()))
-    proc = make("firmware", "BOARD=mps2-an386", f"OUT={tmp_path}", f"FW_MODEL_DIR={big}",
-                f"FW_TFLM_OBJ={OBJ_CACHE}/cmsis_nn-cortex-m4+fp", check=False)
+    proc = make("firmware", "BOARD=mps2-an386", f"OUT={tmp_path}", f"FW_MODEL_DIR={big}", check=False)
     assert proc.returncode != 0
     text = proc.stdout + proc.stderr
     assert "does not fit BOARD=mps2-an386" in text and "6000000" in text, text[-2000:]
@@ -158,3 +147,23 @@ def test_person_detect_runs_bit_exact(tmp_path: Path) -> None:
     assert_bit_exact(proc, res, md, 2)
     # TFLM's person_detect needs ~82 KB of arena on a 32-bit target.
     assert 70_000 < res["arena_used"] < 95_000
+
+
+def test_tflm_objects_are_compiled_once_per_key(tiny_build: Path, tmp_path: Path) -> None:
+    """A second firmware build for the same core and kernels (another output folder, another
+    model dir) compiles no TFLM file: it links the cached objects, whose key says what they
+    were built from. Nothing is written inside the TFLM tree."""
+    before = {p for p in TFLM_DIR.rglob("*.o")}
+    first = make("firmware", "BOARD=mps2-an386", f"OUT={tmp_path / 'a'}", f"FW_MODEL_DIR={tiny_build}")
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_build / "tflm", copy / "tflm")
+    shutil.copy(tiny_build / "test_vectors.npz", copy / "test_vectors.npz")
+    second = make("firmware", "BOARD=mps2-an386", f"OUT={tmp_path / 'b'}", f"FW_MODEL_DIR={copy}")
+    assert "CXX  tflm/" not in second.stdout, second.stdout[-2000:]
+    m = re.search(r"objects cached in (\S+)", first.stdout + second.stdout)
+    assert m, first.stdout[-2000:]
+    key = json.loads((Path(m[1]) / "key.json").read_text())
+    assert key["core"] == "cortex-m4+fp" and key["kernels"] == "cmsis_nn"
+    assert key["compiler"].startswith("arm-none-eabi-g++") and key["tflm"].split()[0] in ("commit", "tree")
+    assert Path(m[1]).name.startswith("cmsis_nn-cortex-m4+fp-")
+    assert {p for p in TFLM_DIR.rglob("*.o")} == before

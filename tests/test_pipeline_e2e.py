@@ -14,8 +14,6 @@ from conftest import run_pipeline
 from pipeline.microcode import parse_c_array
 from pipeline.preprocess import Preprocess, quantize_lut
 
-pytestmark = pytest.mark.slow
-
 
 def test_build_writes_every_artifact(tiny_build: Path) -> None:
     for name in ["model.pt", "model.onnx", "model_int8.tflite", "metadata.json", "labels.txt",
