@@ -53,6 +53,10 @@ tflm-dir:
 	@test -n "$(TFLM_DIR)" || { echo "error: $(TFLM_NONE_MSG)" >&2; exit 1; }
 	@echo $(abspath $(TFLM_DIR))
 
+# Any of these variables as this make resolves it (tests ask: make fw-var-ESP_NN_DIR).
+fw-var-%:
+	@echo $($*)
+
 firmware-check:
 	@test -f $(FW_DIR)/boards/$(BOARD).mk || { echo "error: unknown BOARD=$(BOARD); boards: $(FW_BOARDS)"; exit 1; }
 	@command -v $(FW_ARCH_CROSS)g++ >/dev/null || { echo "error: $(FW_ARCH_CROSS)g++ not found: sudo apt-get install $(FW_ARCH_PACKAGES)"; exit 1; }
