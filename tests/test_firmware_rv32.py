@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -148,3 +149,18 @@ def test_rv32_person_detect_esp_nn_speedup(tmp_path: Path) -> None:
     res = both_kernel_sets(md, tmp_path, 2)
     ratio = res["reference"]["mean"] / res["esp_nn"]["mean"]
     assert PUBLISHED_C3_SPEEDUP / 2 <= ratio <= PUBLISHED_C3_SPEEDUP * 2, ratio
+
+
+def test_esp32_project_pins_what_rv32_verifies() -> None:
+    """firmware/esp32 builds the same app, shared code, model dir and test vectors, with the
+    esp-tflite-micro and esp-nn releases whose kernels run bit-exactly here."""
+    cmake = (ROOT / "firmware/esp32/main/CMakeLists.txt").read_text()
+    for src in ("app/main_functions.cc", "src/image_preprocess.cc", "src/postprocess.cc",
+                "boards/common/test_vector_image_provider.cc", "${FW_MODEL_DIR}/tflm/model_data.cc"):
+        assert src in cmake
+    yml = (ROOT / "firmware/esp32/main/idf_component.yml").read_text()
+    for var, name in (("ESP_TFLM_DIR", "esp-tflite-micro"), ("ESP_NN_DIR", "esp-nn")):
+        version = re.search(r"^version:\s*\"?([\d.]+)", (_dir_of(var) / "idf_component.yml").read_text(), re.M)
+        assert version and f'espressif/{name}: "=={version[1]}"' in yml, (name, version)
+    sdk = (ROOT / "firmware/esp32/sdkconfig.defaults").read_text()
+    assert "CONFIG_NN_OPTIMIZED=y" in sdk and "# CONFIG_NN_SKIP_NUDGE is not set" in sdk
