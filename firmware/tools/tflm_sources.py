@@ -65,7 +65,7 @@ def tflm_vars(tflm_dir: Path, target: str, target_arch: str, kernels: str) -> di
         "TARGET_TOOLCHAIN_ROOT=" + os.environ.get("ARM_TOOLCHAIN_ROOT", "/usr/bin/"),
         "GENDIR=" + tempfile.gettempdir() + "/tflm-gendir-unused/",
     ]
-    # esp_nn is not a TFLM kernel dir: TFLM's reference kernels, substituted here (esp_nn_sources).
+    # esp_nn is not a TFLM kernel dir: TFLM's reference kernels, substituted here (esp_nn_fragment).
     cmd.append("OPTIMIZED_KERNEL_DIR=" + ("cmsis_nn" if kernels == "cmsis_nn" else ""))
     cmd += [f"print-{v}" for v in VARS]
     # TFLM's Makefile runs python3 (with Pillow) at parse time for its examples: use ours.
@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
              "cxx": a.cxx, "target": a.target, "core": a.target_arch, "kernels": a.kernels,
              "cxxflags": cxxflags, "ccflags": ccflags, "includes": includes, "opt": " | ".join(opts)}
     if a.kernels == "esp_nn":
-        parts["esp_nn"] = "\n".join(esp_lines)
+        # Flags and folders, not the kernel list: every model's kernels share one folder.
+        parts["esp_nn"] = "\n".join(ln for ln in esp_lines if not ln.startswith("ESP_NN_KERNEL_SRCS"))
         parts["esp_nn_tree"] = tflm_identity(a.esp_nn_dir.resolve())
         parts["esp_tflite_micro_tree"] = tflm_identity(a.esp_tflite_micro_dir.resolve())
         parts["esp_timer_stub"] = (a.esp_timer_stub / "esp_timer.h").read_text()
