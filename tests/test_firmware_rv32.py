@@ -103,6 +103,19 @@ def test_rv32_default_kernels_are_esp_nn(tiny_build: Path, tmp_path: Path) -> No
     assert p.returncode != 0 and "esp_nn reference" in p.stdout
 
 
+def test_rv32_data_memory_is_an_esp32_c3s(tiny_build: Path, tmp_path: Path) -> None:
+    """320 KiB of data memory, about what an ESP-IDF app gets of the C3's 400 KiB SRAM: a
+    400,000-byte arena fails the link, saying so."""
+    big = tmp_path / "big"
+    shutil.copytree(tiny_build / "tflm", big / "tflm")
+    shutil.copy(tiny_build / "test_vectors.npz", big / "test_vectors.npz")
+    h = big / "tflm/model_settings.h"
+    h.write_text(re.sub(r"kTensorArenaSize = \d+", "kTensorArenaSize = 400000", h.read_text()))
+    p = subprocess.run(["make", "--no-print-directory", "firmware", f"BOARD={BOARD}", f"OUT={tmp_path}",
+                        f"FW_MODEL_DIR={big}"], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode != 0 and f"does not fit BOARD={BOARD}" in p.stdout and "400000" in p.stdout, p.stdout[-2000:]
+
+
 @pytest.fixture(scope="module")
 def untrained_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """MobileNet V2 (width 0.35) and V3-Small (width 0.5), untrained, 64x64x3, 5 classes, int8
