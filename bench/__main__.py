@@ -37,7 +37,7 @@ from .sections import (
 from .timing import host_machine, qemu_machine
 
 SECTIONS = ("latency", "conversion", "person_detect", "pipeline", "device", "firmware")
-DEFAULT_BOARDS = "mps2-an386,mps2-an500,mps3-an547"
+DEFAULT_BOARDS = "mps2-an386,mps2-an500,mps3-an547,rv32imc-virt"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -203,7 +203,7 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 
     if want["firmware"]:
         boards = [b.strip() for b in a.boards.split(",") if b.strip()]
-        log(f"firmware under QEMU: {', '.join(boards)} (reference, cmsis_nn) ...")
+        log(f"firmware under QEMU: {', '.join(boards)} (reference, and CMSIS-NN or ESP-NN) ...")
         sec, used = firmware_section(out, boards, a.fw_vectors, a.fw_timeout)
         sections["firmware"] = sec
         tflm = tflm_dir()

@@ -133,11 +133,13 @@ def render(b: dict[str, Any]) -> str:
             if "skipped" in r:
                 rows.append([r["board"], "-", "-", "-", "-", f"skipped: {r['skipped']}"])
                 continue
-            ref, cm = r["reference"], r["cmsis_nn"]
+            opt = r.get("optimized_kernels", "cmsis_nn")
+            ref, cm = r["reference"], r[opt]
             rows.append([r["board"], str(r.get("cpu")), _n(ref.get("instructions_per_inference", ref.get("failed"))),
-                         _n(cm.get("instructions_per_inference", cm.get("failed"))), _n(r.get("speedup_cmsis_nn")),
+                         f"{_n(cm.get('instructions_per_inference', cm.get('failed')))} ({opt})",
+                         _n(r.get(f"speedup_{opt}")),
                          f"arena used {_n(cm.get('arena_used_bytes'))}, mismatches {_n(ref.get('mismatched_outputs'))}"
                          f" / {_n(cm.get('mismatched_outputs'))}"])
-        out += _table(["board", "cpu", "reference", "CMSIS-NN", "speed-up", "notes"], rows)
+        out += _table(["board", "cpu", "reference", "optimised kernels", "speed-up", "notes"], rows)
         out += [sec["note"], ""]
     return "\n".join(out)

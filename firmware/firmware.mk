@@ -1,5 +1,6 @@
 # Firmware targets, included by the top-level Makefile (which defines PY and OUT).
 #   make firmware BOARD=mps2-an386 [OPTIMIZED_KERNEL_DIR=cmsis_nn|reference] [FW_MODEL_DIR=build]
+#   make firmware BOARD=rv32imc-virt [OPTIMIZED_KERNEL_DIR=esp_nn|reference]   (ESP32-C3's ISA)
 #   make run-qemu BOARD=mps2-an386        run it under QEMU (exit status = mismatched outputs)
 #   make flash-cortexm BOARD=nucleo-l4r5zi  flash a real board with pyocd
 #   make tflm                             fetch TFLM at the pinned commit + its third-party code
@@ -7,16 +8,21 @@
 # See firmware/README.md.
 FW_DIR := firmware
 BOARD ?= mps2-an386
-OPTIMIZED_KERNEL_DIR ?= cmsis_nn
-FW_KERNELS := $(if $(filter cmsis_nn,$(OPTIMIZED_KERNEL_DIR)),cmsis_nn,reference)
+# The board and its architecture (boards/common/arch-*.mk): FW_ARCH_KERNELS (the optimised
+# kernel set first: cmsis_nn on Cortex-M, esp_nn on RV32), cross compiler, QEMU.
+-include $(FW_DIR)/boards/$(BOARD).mk
+OPTIMIZED_KERNEL_DIR ?= $(firstword $(FW_ARCH_KERNELS) cmsis_nn)
+# The board's optimised set when asked for, anything else is TFLM's reference kernels.
+FW_KERNELS := $(if $(filter-out reference,$(filter $(OPTIMIZED_KERNEL_DIR),$(FW_ARCH_KERNELS))),$(OPTIMIZED_KERNEL_DIR),reference)
 FW_MODEL_DIR ?= $(OUT)
 FW_MODEL_NAME ?= $(if $(filter $(abspath $(OUT)),$(abspath $(FW_MODEL_DIR))),model,$(notdir $(abspath $(FW_MODEL_DIR))))
 FW_BUILD ?= $(OUT)/firmware/$(FW_MODEL_NAME)-$(BOARD)-$(FW_KERNELS)
 FW_BOARDS := $(basename $(notdir $(wildcard $(FW_DIR)/boards/*.mk)))
 FW_JOBS ?= 2
 PYOCD ?= pyocd
-QEMU_ARM ?= qemu-system-arm
+QEMU ?= $(FW_ARCH_QEMU)
 FW_QEMU_TIMEOUT ?= 600
+COMMA := ,
 
 # TFLM sources (a tflite-micro checkout with its third-party downloads), the first of:
 #   1. TFLM_DIR, when given
@@ -32,6 +38,10 @@ TFLM_CANDIDATES := $(TFLM_CACHE)/tflite-micro $(TFLM_SHARED)
 TFLM_FOUND := $(firstword $(foreach d,$(TFLM_CANDIDATES),$(if $(wildcard $(d)/tensorflow/lite/micro/micro_interpreter.h),$(d))))
 TFLM_DIR ?= $(TFLM_FOUND)
 TFLM_NONE_MSG := no TFLM sources: set TFLM_DIR to a tflite-micro checkout with its third-party downloads,   or run 'make tflm' (clones the pinned commit into $(TFLM_CACHE)/tflite-micro; needs github.com),   or put the shared tree at $(TFLM_SHARED) (see firmware/README.md)
+# Espressif's ESP-NN and esp-tflite-micro (its kernels/esp_nn glue) for OPTIMIZED_KERNEL_DIR=esp_nn,
+# beside the shared TFLM tree (pinned commits: ../shared/tflm/README.md, firmware/README.md).
+ESP_NN_DIR ?= $(abspath $(FW_ROOT)/../shared/tflm/esp-nn)
+ESP_TFLM_DIR ?= $(abspath $(FW_ROOT)/../shared/tflm/esp-tflite-micro)
 # Compiled TFLM objects, one folder per key (TFLM commit, compiler, flags, core, kernels),
 # shared by every build, test and clone on this machine.
 FW_TFLM_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mobilenet-edge/tflm
@@ -43,9 +53,16 @@ tflm-dir:
 	@test -n "$(TFLM_DIR)" || { echo "error: $(TFLM_NONE_MSG)" >&2; exit 1; }
 	@echo $(abspath $(TFLM_DIR))
 
+# Any of these variables as this make resolves it (tests ask: make fw-var-ESP_NN_DIR).
+fw-var-%:
+	@echo $($*)
+
 firmware-check:
 	@test -f $(FW_DIR)/boards/$(BOARD).mk || { echo "error: unknown BOARD=$(BOARD); boards: $(FW_BOARDS)"; exit 1; }
-	@command -v arm-none-eabi-g++ >/dev/null || { echo "error: arm-none-eabi-g++ not found: sudo apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi libstdc++-arm-none-eabi-newlib"; exit 1; }
+	@command -v $(FW_ARCH_CROSS)g++ >/dev/null || { echo "error: $(FW_ARCH_CROSS)g++ not found: sudo apt-get install $(FW_ARCH_PACKAGES)"; exit 1; }
+	@test -z "$(filter rv32,$(FW_ARCH))" -o -f "$(FW_ARCH_LIBSTDCXX)/cstdint" || { echo "error: no C++ headers for $(FW_ARCH_CROSS)g++ (/usr/include/newlib/c++): sudo apt-get install $(FW_ARCH_PACKAGES)"; exit 1; }
+	@test "$(FW_KERNELS)" = "$(OPTIMIZED_KERNEL_DIR)" -o "$(FW_KERNELS)" != reference -o "$(filter $(OPTIMIZED_KERNEL_DIR),cmsis_nn esp_nn)" = "" || { echo "error: OPTIMIZED_KERNEL_DIR=$(OPTIMIZED_KERNEL_DIR) is not for BOARD=$(BOARD); its kernel sets: $(FW_ARCH_KERNELS)"; exit 1; }
+	@test "$(FW_KERNELS)" != esp_nn -o -f $(ESP_NN_DIR)/include/esp_nn.h -a -f $(ESP_TFLM_DIR)/tensorflow/lite/micro/kernels/esp_nn/conv.cc || { echo "error: OPTIMIZED_KERNEL_DIR=esp_nn needs ESP_NN_DIR (espressif/esp-nn, now $(ESP_NN_DIR)) and ESP_TFLM_DIR (espressif/esp-tflite-micro, now $(ESP_TFLM_DIR)) at the commits firmware/README.md names"; exit 1; }
 	@test -n "$(TFLM_DIR)" || { echo "error: $(TFLM_NONE_MSG)"; exit 1; }
 	@test -f $(TFLM_DIR)/tensorflow/lite/micro/micro_interpreter.h || { echo "error: no TFLM in TFLM_DIR=$(TFLM_DIR): set TFLM_DIR to a tflite-micro checkout with its third-party downloads, or unset it to use $(TFLM_CACHE)/tflite-micro ('make tflm', needs github.com) or $(TFLM_SHARED)"; exit 1; }
 	@test -d $(TFLM_DIR)/tensorflow/lite/micro/tools/make/downloads/flatbuffers || { echo "error: $(TFLM_DIR) lacks its third-party downloads (flatbuffers, gemmlowp, ruy, cmsis, cmsis_nn): run 'make tflm'"; exit 1; }
@@ -56,27 +73,25 @@ firmware: firmware-check
 	$(MAKE) --no-print-directory -j$(FW_JOBS) -f $(FW_DIR)/cortexm.mk FW_DIR=$(FW_DIR) BOARD=$(BOARD) \
 	  FW_KERNELS=$(FW_KERNELS) TFLM_DIR=$(abspath $(TFLM_DIR)) FW_MODEL_DIR=$(FW_MODEL_DIR) \
 	  FW_BUILD=$(FW_BUILD) FW_TFLM_CACHE=$(abspath $(FW_TFLM_CACHE)) $(if $(FW_TFLM_OBJ),FW_TFLM_OBJ=$(FW_TFLM_OBJ)) \
-	  PY=$(abspath $(PY))
+	  ESP_NN_DIR=$(ESP_NN_DIR) ESP_TFLM_DIR=$(ESP_TFLM_DIR) PY=$(abspath $(PY))
 
 # Bit-exactness run: QEMU with a deterministic instruction counter; the exit status is
 # the number of outputs that differ from the host tflite-micro runtime.
 run-qemu: firmware
-	@QM=$$(sed -n 's/^BOARD_QEMU_MACHINE *:= *//p' $(FW_DIR)/boards/$(BOARD).mk); \
-	CON=$$(sed -n 's/^BOARD_QEMU_CONSOLE *:= *//p' $(FW_DIR)/boards/$(BOARD).mk); \
-	test -n "$$QM" || { echo "error: BOARD=$(BOARD) is real hardware; use make flash-cortexm"; exit 1; }; \
-	command -v $(QEMU_ARM) >/dev/null || { echo "error: $(QEMU_ARM) not found: sudo apt-get install qemu-system-arm"; exit 1; }; \
-	timeout $(FW_QEMU_TIMEOUT) $(QEMU_ARM) -M $$QM -nographic -monitor none \
-	  $$( [ "$$CON" = uart ] && echo "-serial stdio -semihosting-config enable=on,target=native" \
-	    || echo "-serial null -chardev stdio,id=con0 -semihosting-config enable=on,target=native,chardev=con0" ) \
+	@test -n "$(BOARD_QEMU_MACHINE)" || { echo "error: BOARD=$(BOARD) is real hardware; use make flash-cortexm"; exit 1; }
+	@command -v $(QEMU) >/dev/null || { echo "error: $(QEMU) not found: sudo apt-get install $(FW_ARCH_QEMU_PACKAGE)"; exit 1; }
+	timeout $(FW_QEMU_TIMEOUT) $(QEMU) -M $(BOARD_QEMU_MACHINE) $(BOARD_QEMU_ARGS) -nographic -monitor none \
+	  $(if $(filter uart,$(BOARD_QEMU_CONSOLE)),-serial stdio -semihosting-config enable=on$(COMMA)target=native, \
+	    -serial null -chardev stdio$(COMMA)id=con0 -semihosting-config enable=on$(COMMA)target=native$(COMMA)chardev=con0) \
 	  -icount shift=0 -kernel $(FW_BUILD)/firmware.elf
 
 flash-check:
-	@PT=$$(sed -n 's/^BOARD_PYOCD_TARGET *:= *//p' $(FW_DIR)/boards/$(BOARD).mk 2>/dev/null); \
+	@PT="$(BOARD_PYOCD_TARGET)"; \
 	test -n "$$PT" || { echo "error: BOARD=$(BOARD) is not a board pyocd flashes (QEMU boards: make run-qemu); real boards: $$(grep -l BOARD_PYOCD_TARGET $(FW_DIR)/boards/*.mk | xargs -n1 basename | sed 's/.mk$$//')"; exit 1; }; \
 	command -v $(PYOCD) >/dev/null || { echo "error: pyocd not found: $(PY) -m pip install pyocd && $(PYOCD) pack install $$PT"; exit 1; }
 
 flash-cortexm: flash-check firmware
-	@PT=$$(sed -n 's/^BOARD_PYOCD_TARGET *:= *//p' $(FW_DIR)/boards/$(BOARD).mk); \
+	@PT="$(BOARD_PYOCD_TARGET)"; \
 	$(PYOCD) flash -t $$PT $(FW_BUILD)/firmware.hex && \
 	echo "flashed; console: $(PY) -m serial.tools.miniterm <port> 115200 (ST-LINK virtual COM port)"
 

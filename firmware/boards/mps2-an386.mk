@@ -1,4 +1,5 @@
 # Arm MPS2+ with the AN386 FPGA image: Cortex-M4 with FPU, run by QEMU (`mps2-an386`).
+include $(FW_DIR)/boards/common/arch-cortex-m.mk
 BOARD_DESC := Arm MPS2+ AN386, Cortex-M4F, QEMU mps2-an386
 BOARD_TARGET_ARCH := cortex-m4+fp
 BOARD_SRCS := $(FW_DIR)/boards/mps2/board.c

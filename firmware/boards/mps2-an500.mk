@@ -1,4 +1,5 @@
 # Arm MPS2+ with the AN500 FPGA image: Cortex-M7, run by QEMU (`mps2-an500`).
+include $(FW_DIR)/boards/common/arch-cortex-m.mk
 BOARD_DESC := Arm MPS2+ AN500, Cortex-M7, QEMU mps2-an500
 BOARD_TARGET_ARCH := cortex-m7+fp
 BOARD_SRCS := $(FW_DIR)/boards/mps2/board.c

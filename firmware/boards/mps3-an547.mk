@@ -3,6 +3,7 @@
 # the Secure aliases: code in the 512 KiB ITCM, the model and test vectors in the 2 MiB
 # SRAM, data (tensor arena, stack) in the 4 MiB ISRAM0/1. Console: semihosting (the UARTs
 # sit behind the SSE-300 PPCs).
+include $(FW_DIR)/boards/common/arch-cortex-m.mk
 BOARD_DESC := Arm MPS3 AN547, Cortex-M55, QEMU mps3-an547
 BOARD_TARGET_ARCH := cortex-m55
 BOARD_SRCS := $(FW_DIR)/boards/mps3-an547/board.c

@@ -1,6 +1,7 @@
 # ST NUCLEO-L4R5ZI: STM32L4R5ZI, Cortex-M4F at 120 MHz (PLL from HSI16, range 1 boost),
 # 2 MiB flash at 0x08000000, 640 KiB SRAM1+2+3 contiguous at 0x20000000. Console: LPUART1
 # on PG7 (TX) / PG8 (RX), the ST-LINK virtual COM port, 115200 8N1. Flash with pyocd.
+include $(FW_DIR)/boards/common/arch-cortex-m.mk
 BOARD_DESC := ST NUCLEO-L4R5ZI, STM32L4R5ZI Cortex-M4F 120 MHz
 BOARD_TARGET_ARCH := cortex-m4+fp
 BOARD_SRCS := $(FW_DIR)/boards/nucleo-l4r5zi/board.c

@@ -2,6 +2,7 @@
 
     python firmware/tools/measure.py [--board mps2-an386] [--kernels cmsis_nn reference] \
         NAME=MODEL_DIR [NAME=MODEL_DIR ...]
+    python firmware/tools/measure.py --board rv32imc-virt --kernels esp_nn reference ...
 
 For each model directory (tflm/ + test_vectors.npz, as `make` or tools/tflm_model.py write
 them) and each kernel set: `make run-qemu`, then a Markdown table row with text / data / bss
@@ -21,8 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def cross_prefix(elf: Path) -> str:
+    """The binutils prefix for the ELF's machine (e_machine: 0x28 Arm, 0xF3 RISC-V)."""
+    machine = int.from_bytes(elf.read_bytes()[18:20], "little")
+    return "riscv64-unknown-elf-" if machine == 0xF3 else "arm-none-eabi-"
+
+
 def nm_sizes(elf: Path) -> dict[str, int]:
-    out = subprocess.run(["arm-none-eabi-nm", "-S", "-C", str(elf)], capture_output=True, text=True).stdout
+    out = subprocess.run([cross_prefix(elf) + "nm", "-S", "-C", str(elf)], capture_output=True, text=True).stdout
     sizes = {}
     for line in out.splitlines():
         p = line.split()
@@ -53,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             text = p.stdout.replace("\r", "")
             # firmware.mk's FW_MODEL_NAME: "model" for the pipeline's own OUT, else the dir name.
             mname = "model" if Path(model_dir) == (ROOT / a.out).resolve() else Path(model_dir).name
-            kdir = "cmsis_nn" if k == "cmsis_nn" else "reference"
+            # firmware.mk's FW_KERNELS: the board's optimised set by name, anything else reference.
+            kdir = k if k in ("cmsis_nn", "esp_nn") else "reference"
             build = ROOT / a.out / "firmware" / f"{mname}-{a.board}-{kdir}"
             m_arena = re.search(r"arena_used_bytes (\d+) of (\d+)", text)
             m_instr = re.search(r"instructions_per_inference mean (\d+)", text)
@@ -63,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.write(text[-3000:] + p.stderr[-3000:])
                 status = 1
                 continue
-            size = subprocess.run(["arm-none-eabi-size", str(build / "firmware.elf")], capture_output=True,
-                                  text=True).stdout.splitlines()[1].split()
+            size = subprocess.run([cross_prefix(build / "firmware.elf") + "size", str(build / "firmware.elf")],
+                                  capture_output=True, text=True).stdout.splitlines()[1].split()
             t, d, b = map(int, size[:3])
             vec = sum(v for s, v in nm_sizes(build / "firmware.elf").items() if s.startswith("g_test_vector_"))
             print(f"| {name} | {k} | {t} | {t - vec} | {d} | {b} | {m_arena[1]} (of {m_arena[2]}) | "

@@ -10,6 +10,13 @@ the CMSIS-NN substitutions. This script only narrows the kernel list to the ops 
 model (MODEL_OPS in model_settings.h -> Register_* in micro_mutable_op_resolver.h -> the
 kernel file that defines it, plus its *_common.cc), so a build compiles ~100 files instead
 of ~330. The result is a make fragment with absolute paths.
+
+`--kernels esp_nn` (TARGET=riscv32_generic, the ESP32-C3's ISA) builds what
+esp-tflite-micro's CMakeLists.txt builds (../shared/tflm/README.md): TFLM's reference
+kernels, except that add/conv/depthwise_conv/fully_connected/mul/pooling/softmax.cc come
+from esp-tflite-micro's kernels/esp_nn/ (-DESP_NN), plus ESP-NN's C sources (its
+CMakeLists.txt `c_srcs`) with CONFIG_NN_OPTIMIZED: the generic optimised C that ESP-IDF
+compiles for the ESP32-C3 (no CONFIG_IDF_TARGET_ESP32S3/P4, no CONFIG_NN_SKIP_NUDGE).
 """
 
 from __future__ import annotations
@@ -37,6 +44,15 @@ SKIP_CORE = {
     "recording_single_arena_buffer_allocator.cc",
 }
 ALWAYS_KERNELS = {"kernel_util.cc", "micro_tensor_utils.cc"}
+# The kernels esp-tflite-micro replaces with kernels/esp_nn/<same name>.
+ESP_NN_KERNELS = {"add.cc", "conv.cc", "depthwise_conv.cc", "fully_connected.cc", "mul.cc",
+                  "pooling.cc", "softmax.cc"}
+ESP_NN_KERNEL_DIR = "tensorflow/lite/micro/kernels/esp_nn"
+# TFLM's riscv32_generic DebugLog prints through eyalroz_printf, which TFLM downloads only for
+# that target (not in a tree fetched for Cortex-M): its cortex_m_generic DebugLog (a callback
+# over the C library's vsnprintf, the one the app registers) is portable C and serves instead.
+DEBUG_LOG_SWAP = {"tensorflow/lite/micro/riscv32_generic/debug_log.cc":
+                  "tensorflow/lite/micro/cortex_m_generic/debug_log.cc"}
 
 
 def tflm_vars(tflm_dir: Path, target: str, target_arch: str, kernels: str) -> dict[str, str]:
@@ -49,6 +65,7 @@ def tflm_vars(tflm_dir: Path, target: str, target_arch: str, kernels: str) -> di
         "TARGET_TOOLCHAIN_ROOT=" + os.environ.get("ARM_TOOLCHAIN_ROOT", "/usr/bin/"),
         "GENDIR=" + tempfile.gettempdir() + "/tflm-gendir-unused/",
     ]
+    # esp_nn is not a TFLM kernel dir: TFLM's reference kernels, substituted here (esp_nn_fragment).
     cmd.append("OPTIMIZED_KERNEL_DIR=" + ("cmsis_nn" if kernels == "cmsis_nn" else ""))
     cmd += [f"print-{v}" for v in VARS]
     # TFLM's Makefile runs python3 (with Pillow) at parse time for its examples: use ours.
@@ -105,6 +122,38 @@ def tflm_identity(tflm_dir: Path) -> str:
     return "tree " + h.hexdigest()
 
 
+def esp_nn_sources(esp_nn: Path) -> list[str]:
+    """ESP-NN's `c_srcs` (ANSI C + generic optimised C, every chip) from its CMakeLists.txt."""
+    text = (esp_nn / "CMakeLists.txt").read_text()
+    m = re.search(r"set\(c_srcs((?:\s+\"[^\"]+\")+)\s*\)", text)
+    if not m:
+        sys.exit(f"error: no set(c_srcs ...) in {esp_nn}/CMakeLists.txt")
+    return re.findall(r'"([^"]+)"', m.group(1))
+
+
+def esp_nn_fragment(esp_nn: Path, esp_tflm: Path, kernels: list[str], stub_dir: Path) -> tuple[list[str], list[str]]:
+    """Kernels with the ESP-NN ones in place of TFLM's, and the make lines for the rest."""
+    for d, probe in ((esp_nn, "include/esp_nn.h"), (esp_tflm, f"{ESP_NN_KERNEL_DIR}/conv.cc")):
+        if not (d / probe).is_file():
+            sys.exit(f"error: no {d / probe}: --esp-nn-dir / --esp-tflite-micro-dir "
+                     "(../shared/tflm/esp-nn and esp-tflite-micro, see firmware/README.md)")
+    replaced = [k for k in kernels if Path(k).name in ESP_NN_KERNELS and Path(k).parent.name == "kernels"]
+    esp_k = [f"{ESP_NN_KERNEL_DIR}/{Path(k).name}" for k in replaced]
+    kept = [k for k in kernels if k not in replaced]
+    nn_inc = f"-I{esp_nn / 'include'}"
+    lines = [
+        f"ESP_TFLM_ROOT := {esp_tflm}",
+        f"ESP_NN_ROOT := {esp_nn}",
+        # At TFLM's kernel level (-O2, as the reference kernels; esp-tflite-micro also keeps
+        # esp_nn/depthwise_conv.cc at -O2), ESP-NN at the -O2 of its CMakeLists.txt.
+        "ESP_NN_KERNEL_SRCS := " + " ".join(esp_k),
+        f"ESP_NN_KERNEL_FLAGS := -DESP_NN=1 -DCONFIG_NN_OPTIMIZED=1 {nn_inc} -I{stub_dir}",
+        "ESP_NN_SRCS := " + " ".join(esp_nn_sources(esp_nn)),
+        f"ESP_NN_CFLAGS := -O2 -Wno-unused-function -DCONFIG_NN_OPTIMIZED=1 {nn_inc} -I{esp_nn / 'src/common'}",
+    ]
+    return kept, lines
+
+
 def compiler_version(cxx: str) -> str:
     try:
         r = subprocess.run([cxx, "--version"], capture_output=True, text=True)
@@ -123,18 +172,24 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tflm-dir", type=Path, required=True)
     ap.add_argument("--target-arch", required=True)
-    ap.add_argument("--kernels", choices=["cmsis_nn", "reference"], required=True)
+    ap.add_argument("--kernels", choices=["cmsis_nn", "esp_nn", "reference"], required=True)
     ap.add_argument("--model-settings", type=Path, required=True)
     ap.add_argument("--all-kernels", action="store_true", help="keep every kernel")
     ap.add_argument("--target", default="cortex_m_generic", help="TFLM's TARGET")
     ap.add_argument("--cxx", default="arm-none-eabi-g++", help="the C++ compiler (its version keys the cache)")
     ap.add_argument("--cache-root", type=Path, required=True, help="TFLM object cache (one folder per key)")
+    ap.add_argument("--extra-flags", default="", help="flags added to TFLM's CXXFLAGS and CCFLAGS "
+                    "(the board's C library and C++ headers)")
+    ap.add_argument("--extra-cxxflags", default="", help="flags added to TFLM's CXXFLAGS only")
+    ap.add_argument("--esp-nn-dir", type=Path, help="espressif/esp-nn (for --kernels esp_nn)")
+    ap.add_argument("--esp-tflite-micro-dir", type=Path, help="espressif/esp-tflite-micro (for --kernels esp_nn)")
+    ap.add_argument("--esp-timer-stub", type=Path, help="folder with the esp_timer.h the ESP-NN kernels include")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     tflm = a.tflm_dir.resolve()
     v = tflm_vars(tflm, a.target, a.target_arch, a.kernels)
 
-    core = [s for s in v["MICROLITE_CC_SRCS"].split()
+    core = [DEBUG_LOG_SWAP.get(s, s) for s in v["MICROLITE_CC_SRCS"].split()
             if Path(s).name not in SKIP_CORE and not s.startswith("signal/")]
     all_kernels = [s for s in v["MICROLITE_CC_KERNEL_SRCS"].split() if not s.startswith("signal/")]
     if a.all_kernels:
@@ -157,23 +212,37 @@ def main(argv: list[str] | None = None) -> int:
                     keep.add(common)
         kernels = [s for s in all_kernels if s in keep]
     third = (v["THIRD_PARTY_CC_SRCS"] + " " + v["THIRD_PARTY_KERNEL_CC_SRCS"]).split()
-    third = [s for s in third if "kissfft" not in s]
+    third = [s for s in third if "kissfft" not in s and "eyalroz_printf" not in s]
+    esp_lines: list[str] = []
+    if a.kernels == "esp_nn":
+        if not (a.esp_nn_dir and a.esp_tflite_micro_dir and a.esp_timer_stub):
+            sys.exit("error: --kernels esp_nn needs --esp-nn-dir, --esp-tflite-micro-dir and --esp-timer-stub")
+        kernels, esp_lines = esp_nn_fragment(a.esp_nn_dir.resolve(), a.esp_tflite_micro_dir.resolve(),
+                                             kernels, a.esp_timer_stub.resolve())
 
     incs = []
     for tok in v["INCLUDES"].split():
-        if tok.startswith("-I") and "tflm-gendir-unused" not in tok:
+        if tok.startswith("-I") and "tflm-gendir-unused" not in tok and "eyalroz_printf" not in tok:
             p = tok[2:].replace('"', "")
             incs.append("-I" + str((tflm / p).resolve()) if not os.path.isabs(p) else tok)
 
     def drop_md(flags: str) -> str:
         return " ".join(f for f in flags.split() if f not in ("-MD",))
 
-    cxxflags, ccflags = drop_md(v["CXXFLAGS"]), drop_md(v["CCFLAGS"])
+    extra = " ".join(a.extra_flags.split())
+    cxxflags = " ".join(filter(None, [drop_md(v["CXXFLAGS"]), extra, " ".join(a.extra_cxxflags.split())]))
+    ccflags = " ".join(filter(None, [drop_md(v["CCFLAGS"]), extra]))
     includes = " ".join(dict.fromkeys(incs))
     opts = [v["CORE_OPTIMIZATION_LEVEL"], v["KERNEL_OPTIMIZATION_LEVEL"], v["THIRD_PARTY_KERNEL_OPTIMIZATION_LEVEL"]]
     parts = {"tflm": tflm_identity(tflm), "tflm_dir": str(tflm), "compiler": compiler_version(a.cxx),
              "cxx": a.cxx, "target": a.target, "core": a.target_arch, "kernels": a.kernels,
              "cxxflags": cxxflags, "ccflags": ccflags, "includes": includes, "opt": " | ".join(opts)}
+    if a.kernels == "esp_nn":
+        # Flags and folders, not the kernel list: every model's kernels share one folder.
+        parts["esp_nn"] = "\n".join(ln for ln in esp_lines if not ln.startswith("ESP_NN_KERNEL_SRCS"))
+        parts["esp_nn_tree"] = tflm_identity(a.esp_nn_dir.resolve())
+        parts["esp_tflite_micro_tree"] = tflm_identity(a.esp_tflite_micro_dir.resolve())
+        parts["esp_timer_stub"] = (a.esp_timer_stub / "esp_timer.h").read_text()
     key = cache_key(parts)
     obj_dir = a.cache_root.resolve() / key
     obj_dir.mkdir(parents=True, exist_ok=True)
@@ -197,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         "TFLM_CORE_SRCS := " + " ".join(core),
         "TFLM_KERNEL_SRCS := " + " ".join(kernels),
         "TFLM_THIRD_PARTY_SRCS := " + " ".join(third),
+        *esp_lines,
     ]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.out.with_suffix(".tmp")

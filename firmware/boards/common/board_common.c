@@ -1,19 +1,46 @@
-// Board-layer parts every Cortex-M board shares: a SysTick-based 64-bit counter and a
-// small printf (integers and strings) on top of the board's BoardWrite.
+// Board-layer parts every bare-metal board shares: a 64-bit counter of the core (SysTick on
+// Cortex-M, the instret CSR on RISC-V), the counter check, and a small printf (integers and
+// strings) on top of the board's BoardWrite.
 //
-// The board's board.mk defines BOARD_TICK_NUM / BOARD_TICK_DEN: counter units per SysTick
-// tick. SysTick runs from the processor clock. On silicon that is one tick per cycle (1/1).
-// Under QEMU the processor clock is the board's SYSCLK (25 MHz on MPS2) and `-icount shift=0`
-// makes every instruction last 1 ns, so one tick is 1e9 / SYSCLK instructions.
+// Cortex-M: the board's board.mk defines BOARD_TICK_NUM / BOARD_TICK_DEN: counter units per
+// SysTick tick. SysTick runs from the processor clock. On silicon that is one tick per cycle
+// (1/1). Under QEMU the processor clock is the board's SYSCLK (25 MHz on MPS2) and
+// `-icount shift=0` makes every instruction last 1 ns, so one tick is 1e9 / SYSCLK
+// instructions.
+//
+// RISC-V: instret counts retired instructions (QEMU answers it from its instruction
+// counter, so it needs `-icount shift=0` too), exact to one instruction.
 #include <stdarg.h>
 #include <stdint.h>
 
 #include "board.h"
 
+#if defined(__riscv)
+
+void BoardCounterStart(void) {}
+
+uint64_t BoardCounter(void) {
+  uint32_t hi, lo, hi2;
+  do {
+    __asm__ volatile(".option push\n .option arch, +zicsr\n csrr %0, instreth\n csrr %1, instret\n"
+                     " csrr %2, instreth\n .option pop"
+                     : "=r"(hi), "=r"(lo), "=r"(hi2));
+  } while (hi != hi2);
+  return ((uint64_t)hi << 32) | lo;
+}
+
+// A loop of exactly 2 * n instructions (ADDI + BNEZ per iteration); see below.
+uint64_t BoardCounterCheck(uint32_t n) {
+  const uint64_t t0 = BoardCounter();
+  __asm__ volatile("1: addi %0, %0, -1\n bnez %0, 1b" : "+r"(n));
+  return BoardCounter() - t0;
+}
+
+#else  // Cortex-M
+
 #ifndef BOARD_TICK_NUM
 #error "board.mk must define BOARD_TICK_NUM and BOARD_TICK_DEN"
 #endif
-
 #define SYST_CSR (*(volatile uint32_t*)0xE000E010)
 #define SYST_RVR (*(volatile uint32_t*)0xE000E014)
 #define SYST_CVR (*(volatile uint32_t*)0xE000E018)
@@ -46,6 +73,17 @@ uint64_t BoardCounter(void) {
   const uint64_t ticks = ((uint64_t)wraps << 24) + (0x00FFFFFFu - val);
   return ticks * (uint64_t)(BOARD_TICK_NUM) / (uint64_t)(BOARD_TICK_DEN);
 }
+
+// A loop of exactly 2 * n instructions (SUBS + BNE per iteration), measured with the
+// counter: under QEMU it must read 2 * n instructions (give or take the counter's
+// resolution and the two counter reads), which checks BOARD_TICK_NUM / BOARD_TICK_DEN.
+uint64_t BoardCounterCheck(uint32_t n) {
+  const uint64_t t0 = BoardCounter();
+  __asm__ volatile("1: subs %0, %0, #1\n bne 1b" : "+r"(n) : : "cc");
+  return BoardCounter() - t0;
+}
+
+#endif  // __riscv
 
 static void PutU64(char** p, char* end, uint64_t v, unsigned base, int width, char pad, int neg) {
   char tmp[24];
@@ -121,13 +159,4 @@ void BoardPrintf(const char* fmt, ...) {
   }
   va_end(ap);
   BoardWrite(buf, (size_t)(p - buf));
-}
-
-// A loop of exactly 2 * n instructions (SUBS + BNE per iteration), measured with the
-// counter: under QEMU it must read 2 * n instructions (give or take the counter's
-// resolution and the two counter reads), which checks BOARD_TICK_NUM / BOARD_TICK_DEN.
-uint64_t BoardCounterCheck(uint32_t n) {
-  const uint64_t t0 = BoardCounter();
-  __asm__ volatile("1: subs %0, %0, #1\n bne 1b" : "+r"(n) : : "cc");
-  return BoardCounter() - t0;
 }
