@@ -68,7 +68,10 @@ class Classifier:
     """Wraps the interpreter; `input_for(u8)` is thread-safe, `classify` is not."""
 
     def __init__(self, spec: ModelSpec, threads: int | None = None) -> None:
+        from .modelcheck import check_model
+
         self.spec = spec
+        check_model(spec, threads)  # a damaged file would crash LiteRT, not raise
         self.interpreter = make_interpreter(str(spec.tflite), threads)
         inp = self.interpreter.get_input_details()
         out = self.interpreter.get_output_details()

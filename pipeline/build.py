@@ -4,6 +4,7 @@ its check at the end; `build` runs them in order. Every stage records what it me
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -223,6 +224,8 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
     inp = tensor_facts(lite.inp)
     out = tensor_facts(lite.out)
     meta = build_metadata(ckpt["config"], ckpt["labels"], spec, inp, out)
+    meta["model_bytes"] = len(model_bytes)  # the device runner checks its copy against these
+    meta["model_sha256"] = hashlib.sha256(model_bytes).hexdigest()
     q_in = quantize_images(test.images, spec, inp["scale"], inp["zero_point"])
     q_out = lite.run_int8(q_in)
     onnx_out = onnx_logits(onnx_path, nchw_float(test.images, spec))
