@@ -40,7 +40,7 @@ def check_file(spec: ModelSpec) -> bool:
     if isinstance(want_size, int) and size != want_size:
         raise DeviceError(f"{path} is {size} bytes but metadata.json says {want_size}: {_recopy_hint(path)}")
     if len(head) < 8 or head[4:8] != IDENTIFIER:
-        raise DeviceError(f"{path} is not a TFLite model (no TFL3 identifier); give a .tflite or a build directory")
+        raise DeviceError(f"cannot load model {path}: not a TFLite model (no TFL3 identifier); give a .tflite or a build directory")
     if isinstance(want_hash, str):
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         if digest != want_hash:
@@ -69,7 +69,7 @@ def probe(path: Path, threads: int | None) -> None:
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         name = signal.Signals(os.WTERMSIG(status)).name
-        raise DeviceError(f"LiteRT crashed ({name}) loading {path}: the file is damaged or not a TFLite model;"
+        raise DeviceError(f"cannot load model {path}: LiteRT crashed ({name}) loading it; the file is damaged or not a TFLite model;"
                           " copy or rebuild it")
     # An ordinary load error (PROBE_ERROR) is raised with LiteRT's message by the real load.
 
