@@ -124,13 +124,14 @@ def run_qat(cfg: BuildConfig, trigger: str = "requested", int8_before: dict[str,
 
     from .data import prepare, preprocess_spec
     from .evaluate import scores
-    from .train import CHECKPOINT, evaluate_logits, model_from_checkpoint, train
+    from .train import CHECKPOINT, CHECKPOINT_KEYS, evaluate_logits, load_torch_file, model_from_checkpoint, train
 
     t0 = time.time()
     cfg, ckpt = _config_from_checkpoint(cfg)
     out = cfg.out_dir
     if ckpt.get("qat"):
-        ckpt = torch.load(_require(out / FLOAT_CHECKPOINT, "train"), map_location="cpu", weights_only=False)
+        ckpt = load_torch_file(_require(out / FLOAT_CHECKPOINT, "train"), CHECKPOINT_KEYS,
+                               "train again with `python -m pipeline train` (or `make`)")
     else:
         shutil.copyfile(out / CHECKPOINT, out / FLOAT_CHECKPOINT)
     spec = preprocess_spec(cfg)
@@ -272,10 +273,23 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
     return record(cfg, "convert", res)
 
 
+def _check_model_bytes(path: Path, data: bytes, meta: dict[str, Any]) -> None:
+    """The .tflite against the size and SHA-256 convert recorded: LiteRT does not verify a
+    flatbuffer, and a damaged one can crash the process instead of raising."""
+    want_size, want_hash = meta.get("model_bytes"), meta.get("model_sha256")
+    if data[4:8] != b"TFL3":
+        raise PipelineError(f"{path} is not a TFLite model: run `python -m pipeline convert` to write it again")
+    if (isinstance(want_size, int) and len(data) != want_size) or (
+            isinstance(want_hash, str) and hashlib.sha256(data).hexdigest() != want_hash):
+        raise PipelineError(f"{path} is not the file convert wrote ({len(data)} bytes, metadata.json says {want_size}):"
+                            " run `python -m pipeline convert` to write it again")
+
+
 def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
     from .convert import METADATA_FILE, TFLITE_FILE
     from .data import prepare, preprocess_spec
     from .evaluate import TFLiteModel, TFLMModel, quantize_images, scores
+    from .metadata import read_metadata
     from .microcode import (
         MODEL_CC,
         MODEL_H,
@@ -294,8 +308,13 @@ def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
     t0 = time.time()
     cfg, ckpt = _config_from_checkpoint(cfg)
     model_bytes = _require(cfg.out_dir / TFLITE_FILE, "convert").read_bytes()
-    meta = json.loads((cfg.out_dir / METADATA_FILE).read_text())
+    meta = read_metadata(cfg.out_dir / METADATA_FILE)
+    _check_model_bytes(cfg.out_dir / TFLITE_FILE, model_bytes, meta)
     lite = TFLiteModel(model_bytes)
+    for name, t in (("input", lite.inp), ("output", lite.out)):
+        if np.dtype(t["dtype"]) != np.int8:
+            raise PipelineError(f"{cfg.out_dir / TFLITE_FILE} has a {np.dtype(t['dtype']).name} {name}; microcode needs a"
+                                " full-int8 model: run `python -m pipeline convert` to make one")
     ops = check_tflm_ops(lite.ops())
     final = cfg.out_dir / TFLM_DIR
     final.parent.mkdir(parents=True, exist_ok=True)
