@@ -259,7 +259,19 @@ def stage(out: Path, dest: Path, dev: Path) -> tuple[str, int]:
     meta_path = out / "metadata.json"
     if not meta_path.is_file():
         raise DeployError(f"{meta_path} is missing: run `make` (or `make build OUT={out}`) first")
-    meta = json.loads(meta_path.read_text())
+    from pipeline.outdir import status
+
+    stale = status(out)
+    if stale:
+        raise DeployError(f"the build in {out} is not current ({'; '.join(stale.values())}): "
+                          f"run `make` (or `python -m pipeline build --out {out}`) first")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as e:
+        raise DeployError(f"{meta_path} is not valid JSON ({e}): rebuild it (`make`)") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model_file", ""), str) \
+            or Path(meta.get("model_file", "x")).name != meta.get("model_file", "x"):
+        raise DeployError(f"{meta_path} has no plain model_file name: rebuild it (`make`)")
     files: dict[str, Path] = {
         "model/metadata.json": meta_path,
         "model/labels.txt": out / "labels.txt",
