@@ -9,11 +9,14 @@ becomes an error here.
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import os
 import signal
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .errors import DeviceError
 from .model import ModelSpec
@@ -50,7 +53,8 @@ def check_file(spec: ModelSpec) -> bool:
 
 
 def probe(path: Path, threads: int | None) -> None:
-    """Load the model in a forked child; a crash or an error there is raised here, on one line."""
+    """Load the model in a forked child and invoke it once; a crash there is raised here, on one
+    line (an ordinary load error is left to the real load, which says it the same way)."""
     if not hasattr(os, "fork"):
         return
     from .inference import make_interpreter
@@ -61,8 +65,12 @@ def probe(path: Path, threads: int | None) -> None:
     if pid == 0:  # the child: load, allocate, exit without running any of the parent's cleanup
         code = PROBE_OK
         try:
+            faulthandler.disable()  # a crash here is expected and reported by the parent, in one line
             os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # LiteRT's own messages: the parent says it once
-            make_interpreter(str(path), threads)
+            interpreter = make_interpreter(str(path), threads)
+            for detail in interpreter.get_input_details():  # one invoke on zeros: kernels run too
+                interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+            interpreter.invoke()
         except BaseException:  # noqa: BLE001 - any failure is reported by the exit code
             code = PROBE_ERROR
         os._exit(code)

@@ -209,6 +209,8 @@ def discover(root: str | Path, min_per_class: int, test_fraction: float, seed: i
     classes = sorted(train_files)
     for c in classes:
         check_class_name(c, train_dir or root)
+    for c in test_files:
+        check_class_name(c, test_dir or root)
     if len(classes) < 2:
         raise PipelineError(f"found only one class ('{classes[0]}') in {train_dir or root}: a classifier needs at least 2")
     for c in classes:

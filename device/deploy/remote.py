@@ -177,9 +177,10 @@ def check_plain_path(p: str) -> None:
 
 
 def check_unit_value(name: str, value: str) -> None:
-    """A value that goes into the unit file: a newline or other control character would end
-    the line and could add directives (ExecStartPre=...), so it is refused, not escaped."""
-    bad = sorted({c for c in value if ord(c) < 32 or ord(c) == 127})
+    """A value that goes into the unit file: a newline or other control character (or a
+    Unicode line separator, a newline to Python's splitlines) would end the line and could add
+    directives (ExecStartPre=...), so it is refused, not escaped."""
+    bad = sorted({c for c in value if ord(c) < 32 or ord(c) == 127 or c in "\x85\u2028\u2029"})
     if bad:
         raise DeployError(f"{name} {value!r} contains control characters ({', '.join(repr(c) for c in bad)}):"
                           " remove them")
