@@ -120,10 +120,11 @@ class Status(Protocol):
 
 
 def skip_limit(source: Source) -> int:
-    """Unreadable frames in a row after which the source counts as yielding only errors: a
-    whole pass of a folder (every file failed), or 16 frames of anything else."""
+    """Unreadable frames in a row after which the source backs off: a whole pass of a small
+    folder (every file failed), else 32 (a large folder of broken files costs 32 decode
+    attempts per wait, not a pass; a good frame ends the backoff)."""
     files = getattr(source, "files", None)
-    return max(1, len(files)) if isinstance(files, list) else 16
+    return min(max(1, len(files)), 32) if isinstance(files, list) else 16
 
 
 def feed(
