@@ -171,6 +171,7 @@ def systemd_unquote(line: str) -> list[str]:
 
 
 def check_plain_path(p: str) -> None:
+    check_unit_value("PI_DIR", p)
     bad = [c for c in p if c.isspace() or c in "%$\"'\\"]
     if bad:
         raise DeployError(f"PI_DIR {p!r} contains {''.join(sorted(set(bad)))!r}: pick a directory without spaces, quotes, % or $")
