@@ -163,7 +163,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         f"Generated {r['generated_at']} on {r['machine']['platform']} (Python {r['machine']['python']}).",
         "",
-        *[f"**Not current: {why}.** Rerun `python -m pipeline build` (or that stage and the ones after it)."
+        *[f"- **Not current: {why}.** Rerun `python -m pipeline build` (or that stage and the ones after it)."
           for why in (r.get("stale") or {}).values()],
         *([""] if r.get("stale") else []),
         "## Accuracy on the held-out split, stage by stage",
