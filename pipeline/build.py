@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 from .config import BuildConfig
 from .errors import GateError, PipelineError
 from .outdir import Staging, stage_run
-from .util import log, write_json
+from .util import atomic_write_bytes, log, write_json
 
 RESULTS = "results"
 STAGES = ("data", "train", "export", "convert", "microcode", "report")
@@ -134,7 +133,7 @@ def run_qat(cfg: BuildConfig, trigger: str = "requested", int8_before: dict[str,
         ckpt = load_torch_file(_require(out / FLOAT_CHECKPOINT, "train"), CHECKPOINT_KEYS,
                                "train again with `python -m pipeline train` (or `make`)")
     else:
-        shutil.copyfile(out / CHECKPOINT, out / FLOAT_CHECKPOINT)
+        atomic_write_bytes(out / FLOAT_CHECKPOINT, (out / CHECKPOINT).read_bytes())  # whole, or not at all
     spec = preprocess_spec(cfg)
     prepared = prepare(cfg, spec, large=True)
     test = prepared.test
