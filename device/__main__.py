@@ -27,6 +27,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def tcp_port(text: str) -> int:
+    value = int(text)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 1-65535, got {value}")
+    return value
+
+
 def _model_args(p: argparse.ArgumentParser) -> None:
     from .cli_run import default_threads
 
@@ -41,7 +48,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 def _web_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--web", action="store_true", help="serve the live view: / page, /stream.mjpg, /health")
     p.add_argument("--host", default="127.0.0.1", help="web view address (default %(default)s; 0.0.0.0 for the LAN)")
-    p.add_argument("--port", type=int, default=8080, help="web view port (default %(default)s)")
+    p.add_argument("--port", type=tcp_port, default=8080, help="web view port (default %(default)s)")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -119,6 +119,14 @@ class Status(Protocol):
     def set_state(self, state: str) -> None: ...
 
 
+def skip_limit(source: Source) -> int:
+    """Unreadable frames in a row after which the source backs off: a whole pass of a small
+    folder (every file failed), else 32 (a large folder of broken files costs 32 decode
+    attempts per wait, not a pass; a good frame ends the backoff)."""
+    files = getattr(source, "files", None)
+    return min(max(1, len(files)), 32) if isinstance(files, list) else 16
+
+
 def feed(
     source: Source,
     prepare: Callable[[np.ndarray], np.ndarray] | None,
@@ -128,8 +136,15 @@ def feed(
     backoff: tuple[float, float],
 ) -> None:
     """Read, prepare and `put` frames until the source ends or `stop` is set (a capture
-    thread's or a capture process's whole life). Ends with an `End` put, unless stopped."""
+    thread's or a capture process's whole life). Ends with an `End` put, unless stopped.
+
+    A source that yields only unreadable frames (a looped folder of broken files) backs off
+    like a failed camera: one line per wait, waits doubling to `backoff[1]`, so CPU and log
+    stay bounded; a finite one that ends without one good frame ends the run with an error.
+    """
     delay, opened = backoff[0], False
+    good = skipped = in_a_row = 0
+    limit = skip_limit(source)
     try:
         while not stop.is_set():
             try:
@@ -140,8 +155,19 @@ def feed(
                 frame = source.read()
                 t1 = time.perf_counter()
             except FrameSkipped as e:
+                skipped += 1
+                in_a_row += 1
                 status.error(str(e))
-                print(str(e), file=sys.stderr, flush=True)
+                if in_a_row < limit:
+                    if in_a_row <= 3:  # a few bad files among good ones: name each (up to 3 in a row)
+                        print(str(e), file=sys.stderr, flush=True)
+                    continue
+                in_a_row = 0
+                status.set_state("reconnecting")
+                print(f"{source.name}: the last {limit} frame(s) were all unreadable ({e});"
+                      f" retrying in {delay:.1f}s", file=sys.stderr, flush=True)
+                stop.wait(delay)
+                delay = min(delay * 2, backoff[1])
                 continue
             except SourceError as e:
                 if not source.live:
@@ -159,9 +185,14 @@ def feed(
                 delay = min(delay * 2, backoff[1])
                 continue
             if frame is None:
-                put(End(), stop)
+                if good == 0 and skipped:
+                    put(End(f"no frame of {source.name} could be read ({skipped} unreadable);"
+                            " check the files (the lines above name them)"), stop)
+                else:
+                    put(End(), stop)
                 return
-            delay = backoff[0]
+            delay, in_a_row = backoff[0], 0
+            good += 1
             tensor = prepare(frame.rgb) if prepare else None
             t2 = time.perf_counter()
             put(Item(frame, tensor, (t1 - t0) * 1e3, (t2 - t1) * 1e3), stop)

@@ -21,6 +21,7 @@ and only the newest frame is wanted.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import multiprocessing as mp
 import os
@@ -41,7 +42,20 @@ from .status import RunStatus
 FRAME, END, ERROR, STATE = 0, 1, 2, 3
 TEXT_BYTES = 1024  # a frame's name (a path in a folder) or a message; longer ones are cut
 META = struct.Struct("5d")  # a slot's header: kind, index, capture ms, preprocess ms, text length
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel SIGKILL this process when the runner dies, however it dies (OOM killer,
+    SIGKILL, a crash in native code): else the child reads and decodes on, orphaned."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the ring's getppid() check remains
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def available() -> bool:
@@ -138,6 +152,7 @@ class ProcessFeeder:
         self._process = ctx.Process(target=self._child, args=(source, prepare, backoff), name="capture", daemon=True)
 
     def _child(self, source: Source, prepare: Callable[[np.ndarray], np.ndarray], backoff: tuple[float, float]) -> None:
+        die_with_parent(self.ring.parent)
         for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a service stop, stops the parent, which stops this
             signal.signal(sig, signal.SIG_IGN)
         feed(source, prepare, RingStatus(self.ring, self._stop), self._stop, self.ring.put, backoff)
@@ -169,6 +184,7 @@ class ProcessFeeder:
                 self.status.error(text)
             elif kind == STATE:
                 self.status.set_state(text)
+            return None  # back to the loop, which checks its stop event: the child may send only these
 
     def join(self, timeout: float | None = None) -> None:
         self._stop.set()

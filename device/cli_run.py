@@ -26,18 +26,39 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+STOP_GRACE_S = 1.5  # after SIGTERM / SIGINT, the most the runner takes to stop cleanly
+
+
+def _exit_now(signum: int) -> None:
+    print(f"error: did not stop within {STOP_GRACE_S:g} s of {signal.Signals(signum).name}; exiting",
+          file=sys.stderr, flush=True)
+    os._exit(128 + signum)
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[threading.Event]:
-    """SIGTERM and SIGINT (Ctrl-C) set the event; the loop then finishes cleanly."""
+    """SIGTERM and SIGINT (Ctrl-C) set the event; the loop then finishes cleanly. Whatever
+    blocks that (a source stuck in a read, a stuck web client), the process exits
+    `STOP_GRACE_S` after the first signal, or at once on a second one; a capture process
+    dies with it (device/capture_process.py)."""
     stop = threading.Event()
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            _exit_now(signum)
+        stop.set()
+        timer = threading.Timer(STOP_GRACE_S, _exit_now, (signum,))
+        timer.daemon = True
+        timer.start()
+
     for s in previous:
-        signal.signal(s, lambda *_: stop.set())
+        signal.signal(s, handler)
     try:
         yield stop
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def start_web(host: str, port: int, view: LiveView) -> WebServer:

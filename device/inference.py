@@ -68,10 +68,17 @@ class Classifier:
     """Wraps the interpreter; `input_for(u8)` is thread-safe, `classify` is not."""
 
     def __init__(self, spec: ModelSpec, threads: int | None = None) -> None:
+        from .modelcheck import check_model
+
         self.spec = spec
+        check_model(spec, threads)  # a damaged file would crash LiteRT, not raise
         self.interpreter = make_interpreter(str(spec.tflite), threads)
-        inp = self.interpreter.get_input_details()
-        out = self.interpreter.get_output_details()
+        try:
+            inp = self.interpreter.get_input_details()
+            out = self.interpreter.get_output_details()
+        except ValueError as e:  # a damaged file whose tensor names are not UTF-8, ...
+            raise DeviceError(f"cannot load model {spec.tflite}: its tensors cannot be read ({e}); the file is"
+                              " damaged: copy or rebuild it") from None
         if len(inp) != 1 or len(out) != 1:
             raise DeviceError(f"{spec.tflite}: expected one input and one output tensor, got {len(inp)} and {len(out)}")
         self._in, self._out = inp[0], out[0]
@@ -107,7 +114,7 @@ class Classifier:
         """Is the output a SOFTMAX's, possibly through (de)quantise / reshape ops?"""
         try:
             ops = self.interpreter._get_ops_details()  # noqa: SLF001 - the only way to see the graph
-        except AttributeError:
+        except (AttributeError, ValueError):  # an older runtime; a damaged graph
             return False
         # XNNPACK's DELEGATE node also lists the tensors it computes: look at the model's own ops.
         producer = {int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}

@@ -30,10 +30,29 @@ def read_labels(path: Path) -> list[str]:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise DeviceError(f"cannot read labels {path}: {e.strerror or e}") from None
-    labels = [ln.strip() for ln in lines if ln.strip()]
+    labels = [clean_label(ln) for ln in lines if ln.strip()]
     if not labels:
         raise DeviceError(f"labels file {path} is empty")
     return labels
+
+
+def clean_label(name: str) -> str:
+    """A label as the runner prints and logs it: control characters (a newline that would
+    split a CSV or terminal line) shown as spaces."""
+    return "".join(" " if ord(c) < 32 or ord(c) == 127 else c for c in name).strip()
+
+
+def _preprocess(meta: dict, meta_path: Path) -> Preprocess | None:
+    d = meta.get("preprocess")
+    if d is None:
+        return None
+    ok = (isinstance(d, dict) and isinstance(d.get("size"), int) and not isinstance(d["size"], bool) and d["size"] > 0
+          and d.get("color", "rgb") in ("rgb", "gray")
+          and all(isinstance(d.get(k, 128.0), int | float) for k in ("mean", "std")) and d.get("std", 128.0) != 0)
+    if not ok:
+        raise DeviceError(f"{meta_path}: preprocess must be {{size > 0, color rgb|gray, mean, std != 0}};"
+                          " copy the build again or rebuild it")
+    return Preprocess.from_dict(d)
 
 
 def _from_build(build: Path, labels_file: Path | None) -> ModelSpec:
@@ -48,10 +67,12 @@ def _from_build(build: Path, labels_file: Path | None) -> ModelSpec:
     if labels_file is not None:
         labels = read_labels(labels_file)
     elif meta.get("labels"):
-        labels = [str(x) for x in meta["labels"]]
+        if not isinstance(meta["labels"], list) or not all(isinstance(x, str) and x.strip() for x in meta["labels"]):
+            raise DeviceError(f"{meta_path}: labels must be a list of names; rebuild it or give --labels FILE")
+        labels = [clean_label(x) for x in meta["labels"]]
     else:
         labels = read_labels(build / "labels.txt")
-    pre = Preprocess.from_dict(meta["preprocess"]) if isinstance(meta.get("preprocess"), dict) else None
+    pre = _preprocess(meta, meta_path)
     lut = meta.get("input_lut")
     if lut is not None and (not isinstance(lut, list) or len(lut) != 256):
         raise DeviceError(f"{meta_path}: input_lut must hold 256 integers")

@@ -193,7 +193,7 @@ def run_loop(clf: Classifier, source: Source, opts: RunOptions, status: RunStatu
                 print(f"[{status.state}] {frames} frames, {metrics.summary()}", file=sys.stderr, flush=True)
     finally:
         stop.set()
-        feeder.join(timeout=5.0)
+        feeder.join(timeout=1.0)  # the run must end within 2 s of SIGTERM (a stuck child is killed)
         if preview is not None:
             preview.close()
     timed = max(0, frames - warmup)

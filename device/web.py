@@ -2,7 +2,10 @@
 
 Standard library HTTP server in its own threads. The inference loop only hands over a
 reference to the newest frame and its result (`LiveView.publish`); the JPEG is drawn and
-encoded here, once per frame, and only while someone is watching.
+encoded here, only while someone is watching, by one client thread at a time, at most
+`max_fps` times a second whatever the number of viewers (all of them get the same bytes),
+and never twice for one frame. Streams are capped (`MAX_STREAMS`, then 503), an idle or
+stalled socket is dropped after `SOCKET_TIMEOUT_S`, and HEAD is answered like GET.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from . import overlay
 from .status import RunStatus
 
 BOUNDARY = "frame"
+MAX_STREAMS = 64  # concurrent /stream.mjpg viewers; more get 503
+MAX_CONNECTIONS = 128  # all connections, streams included; more are closed at once
+SOCKET_TIMEOUT_S = 10.0  # a client that sends nothing (or reads nothing) for this long is dropped
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>device runner</title>
@@ -69,7 +75,9 @@ class LiveView:
         self._rgb: np.ndarray | None = None
         self._title, self._detail = "starting", ""
         self._seq = 0
-        self._cache: tuple[tuple[int, str], bytes] | None = None
+        self._cache: tuple[tuple[int, str], bytes, float] | None = None
+        self._encoding = threading.Lock()
+        self.encodes = 0  # JPEGs encoded so far (the tests count them)
         self.closed = False
 
     def publish(self, rgb: np.ndarray, title: str, detail: str) -> None:
@@ -90,22 +98,41 @@ class LiveView:
             return self._seq
 
     def jpeg(self) -> tuple[int, bytes]:
-        state = self.status.state
+        """The newest frame as JPEG: the cached one while it is the newest or younger than
+        `min_interval` (so viewers share one encode); else encoded by one thread while the
+        others wait for its bytes."""
+        seq, data = self._cached(self.status.state)
+        if data is not None:
+            return seq, data
+        with self._encoding:  # single flight: whoever gets here second finds the cache fresh
+            state = self.status.state
+            seq, data = self._cached(state)
+            if data is not None:
+                return seq, data
+            with self._cond:
+                seq, rgb, title, detail = self._seq, self._rgb, self._title, self._detail
+            if state != "running":  # starting / reconnecting / stopped: say so over the last frame
+                title, detail = state, self.status.last_error[:70] or detail
+            data = overlay.jpeg(overlay.render(rgb, title, detail))
+            self.encodes += 1
+            with self._cond:
+                self._cache = ((seq, state), data, time.monotonic())
+            return seq, data
+
+    def _cached(self, state: str) -> tuple[int, bytes | None]:
         with self._cond:
-            seq, rgb, title, detail = self._seq, self._rgb, self._title, self._detail
-            if self._cache is not None and self._cache[0] == (seq, state):
-                return seq, self._cache[1]
-        if state != "running":  # starting / reconnecting / stopped: say so over the last frame
-            title, detail = state, self.status.last_error[:70] or detail
-        data = overlay.jpeg(overlay.render(rgb, title, detail))
-        with self._cond:
-            self._cache = ((seq, state), data)
-        return seq, data
+            if self._cache is None:
+                return self._seq, None
+            (seq, cached_state), data, t = self._cache
+            fresh = seq == self._seq or time.monotonic() - t < self.min_interval
+            return (seq, data) if cached_state == state and fresh else (self._seq, None)
 
 
 class Handler(BaseHTTPRequestHandler):
     server: WebServer
     protocol_version = "HTTP/1.1"
+    timeout = SOCKET_TIMEOUT_S  # StreamRequestHandler sets it on the socket: reads and writes
+    head = False
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
         pass
@@ -116,7 +143,12 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(body)
+        if not self.head:
+            self.wfile.write(body)
+
+    def do_HEAD(self) -> None:  # noqa: N802 - the stdlib's name
+        self.head = True
+        self.do_GET()
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         path = self.path.split("?", 1)[0]
@@ -128,17 +160,28 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/frame.jpg":
             self._send(200, "image/jpeg", view.jpeg()[1])
         elif path == "/stream.mjpg":
-            self._stream(view)
+            if self.head:
+                self._stream_headers()
+            elif not self.server.streams.acquire(blocking=False):
+                self._send(503, "text/plain", f"too many viewers (at most {MAX_STREAMS}); try again later\n".encode())
+            else:
+                try:
+                    self._stream(view)
+                finally:
+                    self.server.streams.release()
         else:
             self._send(404, "text/plain", b"not found\n")
 
-    def _stream(self, view: LiveView) -> None:
+    def _stream_headers(self) -> None:
         self.close_connection = True
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-store")
         self.send_header("Connection", "close")
         self.end_headers()
+
+    def _stream(self, view: LiveView) -> None:
+        self._stream_headers()
         seq = -1
         try:
             while not view.closed:
@@ -161,9 +204,12 @@ class Handler(BaseHTTPRequestHandler):
 class WebServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog (socketserver's default is 5)
 
     def __init__(self, host: str, port: int, view: LiveView) -> None:
         self.view = view
+        self.streams = threading.BoundedSemaphore(MAX_STREAMS)
+        self._connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__((host, port), Handler)
         self._thread = threading.Thread(target=self.serve_forever, name="web", daemon=True)
 
@@ -171,6 +217,18 @@ class WebServer(ThreadingHTTPServer):
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}/"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._connections.acquire(blocking=False):  # over the cap: close it rather than queue a thread
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._connections.release()
 
     def start(self) -> None:
         self._thread.start()

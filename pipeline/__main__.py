@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from typing import Any
 
@@ -83,16 +85,20 @@ def main(argv: list[str] | None = None) -> int:
 
             print_table(args)
             return 0
-        from .build import RUNNERS, run_build
+        from .build import run_build, run_stage
         from .config import field_names, make_config
+        from .outdir import locked, terminate_as_interrupt
 
         overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k in field_names()}
         cfg = make_config(args.config, **overrides)
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
-        if args.command == "build":
-            run_build(cfg)
-        else:
-            RUNNERS[args.command](cfg)
+        # one run per output folder (torchrun's other ranks share rank 0's run)
+        lock = locked(cfg.out_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+        with terminate_as_interrupt(), lock:
+            if args.command == "build":
+                run_build(cfg)
+            else:
+                run_stage(args.command, cfg)
         return 0
     except GateError as exc:
         print(f"gate failed: {exc}", file=sys.stderr)

@@ -4,9 +4,9 @@ its check at the end; `build` runs them in order. Every stage records what it me
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +16,8 @@ import numpy as np
 
 from .config import BuildConfig
 from .errors import GateError, PipelineError
-from .util import atomic_write_bytes, atomic_write_text, log, write_json
+from .outdir import Staging, stage_run
+from .util import atomic_write_bytes, log, write_json
 
 RESULTS = "results"
 STAGES = ("data", "train", "export", "convert", "microcode", "report")
@@ -123,15 +124,16 @@ def run_qat(cfg: BuildConfig, trigger: str = "requested", int8_before: dict[str,
 
     from .data import prepare, preprocess_spec
     from .evaluate import scores
-    from .train import CHECKPOINT, evaluate_logits, model_from_checkpoint, train
+    from .train import CHECKPOINT, CHECKPOINT_KEYS, evaluate_logits, load_torch_file, model_from_checkpoint, train
 
     t0 = time.time()
     cfg, ckpt = _config_from_checkpoint(cfg)
     out = cfg.out_dir
     if ckpt.get("qat"):
-        ckpt = torch.load(_require(out / FLOAT_CHECKPOINT, "train"), map_location="cpu", weights_only=False)
+        ckpt = load_torch_file(_require(out / FLOAT_CHECKPOINT, "train"), CHECKPOINT_KEYS,
+                               "train again with `python -m pipeline train` (or `make`)")
     else:
-        shutil.copyfile(out / CHECKPOINT, out / FLOAT_CHECKPOINT)
+        atomic_write_bytes(out / FLOAT_CHECKPOINT, (out / CHECKPOINT).read_bytes())  # whole, or not at all
     spec = preprocess_spec(cfg)
     prepared = prepare(cfg, spec, large=True)
     test = prepared.test
@@ -223,6 +225,8 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
     inp = tensor_facts(lite.inp)
     out = tensor_facts(lite.out)
     meta = build_metadata(ckpt["config"], ckpt["labels"], spec, inp, out)
+    meta["model_bytes"] = len(model_bytes)  # the device runner checks its copy against these
+    meta["model_sha256"] = hashlib.sha256(model_bytes).hexdigest()
     q_in = quantize_images(test.images, spec, inp["scale"], inp["zero_point"])
     q_out = lite.run_int8(q_in)
     onnx_out = onnx_logits(onnx_path, nchw_float(test.images, spec))
@@ -248,9 +252,11 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
             + f". {hint}",
             measured={"int8_top1": int8["top1"], "float_top1": float_acc, "drop": drop, "after_qat": bool(qat)},
         )
-    atomic_write_bytes(cfg.out_dir / TFLITE_FILE, model_bytes)
-    atomic_write_text(cfg.out_dir / LABELS_FILE, "\n".join(ckpt["labels"]) + "\n")
-    write_json(cfg.out_dir / METADATA_FILE, meta)
+    with Staging(cfg.out_dir, "convert") as staged:  # the three files go into place together
+        staged.path(TFLITE_FILE).write_bytes(model_bytes)
+        staged.path(LABELS_FILE).write_text("\n".join(ckpt["labels"]) + "\n")
+        write_json(staged.path(METADATA_FILE), meta)
+        staged.commit()
     res = {
         "int8": int8,
         "vs_onnx": {"top1_drop": onnx_acc - int8["top1"], "top1_agreement": agreement(onnx_out, q_out.astype(np.float32))},
@@ -269,10 +275,23 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
     return record(cfg, "convert", res)
 
 
+def _check_model_bytes(path: Path, data: bytes, meta: dict[str, Any]) -> None:
+    """The .tflite against the size and SHA-256 convert recorded: LiteRT does not verify a
+    flatbuffer, and a damaged one can crash the process instead of raising."""
+    want_size, want_hash = meta.get("model_bytes"), meta.get("model_sha256")
+    if data[4:8] != b"TFL3":
+        raise PipelineError(f"{path} is not a TFLite model: run `python -m pipeline convert` to write it again")
+    if (isinstance(want_size, int) and len(data) != want_size) or (
+            isinstance(want_hash, str) and hashlib.sha256(data).hexdigest() != want_hash):
+        raise PipelineError(f"{path} is not the file convert wrote ({len(data)} bytes, metadata.json says {want_size}):"
+                            " run `python -m pipeline convert` to write it again")
+
+
 def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
     from .convert import METADATA_FILE, TFLITE_FILE
     from .data import prepare, preprocess_spec
     from .evaluate import TFLiteModel, TFLMModel, quantize_images, scores
+    from .metadata import read_metadata
     from .microcode import (
         MODEL_CC,
         MODEL_H,
@@ -291,14 +310,17 @@ def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
     t0 = time.time()
     cfg, ckpt = _config_from_checkpoint(cfg)
     model_bytes = _require(cfg.out_dir / TFLITE_FILE, "convert").read_bytes()
-    meta = json.loads((cfg.out_dir / METADATA_FILE).read_text())
+    meta = read_metadata(cfg.out_dir / METADATA_FILE)
+    _check_model_bytes(cfg.out_dir / TFLITE_FILE, model_bytes, meta)
     lite = TFLiteModel(model_bytes)
+    for name, t in (("input", lite.inp), ("output", lite.out)):
+        if np.dtype(t["dtype"]) != np.int8:
+            raise PipelineError(f"{cfg.out_dir / TFLITE_FILE} has a {np.dtype(t['dtype']).name} {name}; microcode needs a"
+                                " full-int8 model: run `python -m pipeline convert` to make one")
     ops = check_tflm_ops(lite.ops())
-    final = cfg.out_dir / TFLM_DIR
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=cfg.out_dir, prefix=".tflm-"))
-    try:
-        cc, h, settings = staging / MODEL_CC, staging / MODEL_H, staging / SETTINGS_H
+    with Staging(cfg.out_dir, "microcode") as staged:  # tflm/, test vectors and metadata go into place together
+        cc, h, settings = staged.path(f"{TFLM_DIR}/{MODEL_CC}"), staged.path(f"{TFLM_DIR}/{MODEL_H}"), \
+            staged.path(f"{TFLM_DIR}/{SETTINGS_H}")
         write_c_array(model_bytes, cc, h, source=TFLITE_FILE)
         array_bytes = parse_c_array(cc)
         if array_bytes != model_bytes:
@@ -316,17 +338,11 @@ def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
         tflm_out = TFLMModel(array_bytes, header_arena).run_int8(q_in)
         ref_out = lite.run_int8(q_in)
         check = compare_outputs(tflm_out, ref_out, cfg.tflm_max_lsb, cfg.tflm_min_agreement)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    buf = _npz_bytes(inputs=q_in, labels=test.labels, tflm_outputs=tflm_out)
-    atomic_write_bytes(cfg.out_dir / VECTORS_FILE, buf)
-    meta["tflm"] = {"arena_bytes": header_arena, "arena_measured_host": measured,
-                    "arena_margin": cfg.arena_margin, "ops": ops}
-    write_json(cfg.out_dir / METADATA_FILE, meta)
+        staged.path(VECTORS_FILE).write_bytes(_npz_bytes(inputs=q_in, labels=test.labels, tflm_outputs=tflm_out))
+        meta["tflm"] = {"arena_bytes": header_arena, "arena_measured_host": measured,
+                        "arena_margin": cfg.arena_margin, "ops": ops}
+        write_json(staged.path(METADATA_FILE), meta)
+        staged.commit()
     res = {
         "tflm": scores(tflm_out.astype(np.float32), test.labels, ckpt["labels"]),
         "vs_int8": check,
@@ -368,26 +384,35 @@ RUNNERS = {
 }
 
 
+def run_stage(stage: str, cfg: BuildConfig, **kw: Any) -> dict[str, Any]:
+    """A stage, recorded in OUT/build_state.json (pipeline/outdir.py): running, then done
+    with the inputs it was built from (rank 0 only under torchrun)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return RUNNERS[stage](cfg, **kw)
+    with stage_run(cfg.out_dir, stage):
+        return RUNNERS[stage](cfg, **kw)
+
+
 def _convert_or_qat(cfg: BuildConfig) -> dict[str, Any]:
     """Convert; when the int8 gate fails and --qat is auto, fine-tune with QAT and retry once."""
     try:
-        return run_convert(cfg)
+        return run_stage("convert", cfg)
     except GateError as exc:
         if cfg.qat != "auto" or not exc.measured or exc.measured.get("after_qat"):
             raise
         log(f"convert: {exc}")
-        run_qat(cfg, trigger="int8 gate failed", int8_before=exc.measured)
-        run_export(cfg)
-        return run_convert(cfg)
+        run_stage("qat", cfg, trigger="int8 gate failed", int8_before=exc.measured)
+        run_stage("export", cfg)
+        return run_stage("convert", cfg)
 
 
 def run_build(cfg: BuildConfig) -> dict[str, Any]:
     t0 = time.time()
     for stage in STAGES:
-        result = _convert_or_qat(cfg) if stage == "convert" else RUNNERS[stage](cfg)
+        result = _convert_or_qat(cfg) if stage == "convert" else run_stage(stage, cfg)
         if stage == "train" and int(os.environ.get("RANK", "0")) != 0:
             return {}  # other DDP ranks stop after training; rank 0 goes on
         if stage == "train" and cfg.qat == "on":
-            run_qat(cfg, trigger="--qat on")
+            run_stage("qat", cfg, trigger="--qat on")
     log(f"build: done in {time.time() - t0:.0f}s -> {cfg.out_dir}/report.md")
     return result

@@ -7,6 +7,7 @@ Values come from (lowest to highest precedence): these defaults, a config file
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ class BuildConfig:
             raise PipelineError(f"ema must be in [0, 1), got {self.ema}")
         if self.batch_size < 1:
             raise PipelineError(f"batch size must be at least 1, got {self.batch_size}")
+        self._check_numbers()
         from .models import ARCHS, check_resolution
 
         if self.arch not in ARCHS:
@@ -103,6 +105,35 @@ class BuildConfig:
                 f"unknown arch '{self.arch}': choose one of {', '.join(sorted(ARCHS))}"
             )
         check_resolution(self.resolution)
+
+
+    def _check_numbers(self) -> None:
+        """Types and ranges of the rest: a wrong one is named here, not by a traceback later."""
+        finite = math.isfinite
+        checks: list[tuple[str, bool, str]] = [
+            ("lr", self.lr is None or (isinstance(self.lr, int | float) and finite(self.lr) and 0 < self.lr <= 10),
+             "a learning rate in (0, 10], e.g. 1e-3"),
+            ("qat_lr", self.qat_lr is None or (isinstance(self.qat_lr, int | float) and finite(self.qat_lr)
+                                               and 0 < self.qat_lr <= 10), "a learning rate in (0, 10]"),
+            ("weight_decay", finite(self.weight_decay) and 0 <= self.weight_decay < 1, "in [0, 1)"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+            ("test_fraction", 0 < self.test_fraction < 1, "in (0, 1)"),
+            ("max_bad_fraction", 0 <= self.max_bad_fraction <= 1, "in [0, 1]"),
+            ("rotation", finite(self.rotation) and 0 <= self.rotation <= 180, "degrees in [0, 180]"),
+            ("color_cast", finite(self.color_cast) and 0 <= self.color_cast < 1, "in [0, 1)"),
+            ("patience", self.patience >= 1, "at least 1"),
+            ("min_images_per_class", self.min_images_per_class >= 1, "at least 1"),
+            ("calibration_images", self.calibration_images >= 1, "at least 1"),
+            ("qat_epochs", self.qat_epochs >= 0, "0 or more"),
+            ("generated_train_per_class", self.generated_train_per_class >= 1, "at least 1"),
+            ("generated_test_per_class", self.generated_test_per_class >= 1, "at least 1"),
+            ("arena_margin", finite(self.arena_margin) and 0 <= self.arena_margin <= 10, "in [0, 10]"),
+        ]
+        for name, ok, want in checks:
+            if not ok:
+                raise PipelineError(f"{name} must be {want}, got {getattr(self, name)!r}"
+                                    f" (--{name.replace('_', '-')} or the config file)")
 
 
 def field_names() -> set[str]:
@@ -134,9 +165,29 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def _check_types(values: dict[str, Any]) -> None:
+    """A config file's value of the wrong type (a string learning rate) is named, not a traceback."""
+    defaults = BuildConfig()
+    for k, v in values.items():
+        d = getattr(defaults, k)
+        if v is None or d is None:
+            continue
+        if isinstance(d, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(d, int | float):
+            ok = isinstance(v, int | float) and not isinstance(v, bool) and (isinstance(d, float) or float(v).is_integer())
+            if ok and isinstance(d, int):
+                values[k] = int(v)
+        else:
+            ok = isinstance(v, str)
+        if not ok:
+            raise PipelineError(f"option {k} must be a {type(d).__name__}, got {v!r}")
+
+
 def make_config(file: str | None = None, **overrides: Any) -> BuildConfig:
     values: dict[str, Any] = load_config_file(file) if file else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
+    _check_types(values)
     cfg = BuildConfig(**values)
     cfg.validate()
     return cfg

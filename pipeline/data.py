@@ -175,6 +175,15 @@ def _find(folder: Path, names: tuple[str, ...]) -> Path | None:
     return None
 
 
+def check_class_name(name: str, folder: Path) -> None:
+    """A class name goes into labels.txt (one per line), a C string in model_settings.h and
+    the web view: a control character (a newline) would break the first two."""
+    bad = sorted({c for c in name if ord(c) < 32 or ord(c) == 127 or c in "\u2028\u2029\x85"})
+    if bad or not name.strip():
+        raise PipelineError(f"class folder {str(folder / name)!r} has a name with control characters or only spaces: "
+                            "rename it (letters, digits, spaces and punctuation are fine)")
+
+
 def discover(root: str | Path, min_per_class: int, test_fraction: float, seed: int) -> Dataset:
     """Find classes and splits in a class-folder dataset, or raise a PipelineError saying why not."""
     root = Path(root)
@@ -198,6 +207,10 @@ def discover(root: str | Path, min_per_class: int, test_fraction: float, seed: i
             f"(and optionally train/ and test/ splits); image types: {', '.join(sorted(IMAGE_EXTS))}"
         )
     classes = sorted(train_files)
+    for c in classes:
+        check_class_name(c, train_dir or root)
+    for c in test_files:
+        check_class_name(c, test_dir or root)
     if len(classes) < 2:
         raise PipelineError(f"found only one class ('{classes[0]}') in {train_dir or root}: a classifier needs at least 2")
     for c in classes:
@@ -321,11 +334,14 @@ def load_arrays(split: Split, spec: Preprocess, cache_dir: Path | None, max_bad_
     from tqdm import tqdm
 
     images, labels, paths, skipped = [], [], [], []
+    first_reason = ""
     for p, y in tqdm(list(zip(split.paths, split.labels, strict=False)), desc=f"load {name}", unit="img", leave=False, disable=None):
         try:
             rgb = load_rgb(p)
-        except Exception:  # noqa: BLE001 - any decode failure counts as a bad file
+        except Exception as e:  # noqa: BLE001 - any decode failure counts as a bad file
             skipped.append(str(p))
+            if not first_reason:
+                first_reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
             continue
         images.append(spec(rgb))
         labels.append(int(y))
@@ -334,7 +350,7 @@ def load_arrays(split: Split, spec: Preprocess, cache_dir: Path | None, max_bad_
     if total and len(skipped) / total > max_bad_fraction:
         raise PipelineError(
             f"{len(skipped)} of {total} {name} images could not be read (more than "
-            f"{max_bad_fraction:.0%}), e.g. {skipped[0]}: fix or remove them"
+            f"{max_bad_fraction:.0%}), e.g. {skipped[0]} ({first_reason}): fix or remove them"
         )
     if not images:
         raise PipelineError(f"no readable images in the {name} split")

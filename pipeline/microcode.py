@@ -175,7 +175,18 @@ def _c_float(v: float) -> str:
 
 
 def _c_string(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A C string literal of `s` (UTF-8): quotes, backslashes, control characters and '?'
+    (trigraphs, for pre-C++17 compilers) escaped, so any label compiles to itself."""
+    out = []
+    for b in s.encode("utf-8"):
+        c = chr(b)
+        if c in '"\\?':
+            out.append("\\" + c)
+        elif b < 32 or b >= 127:
+            out.append(f"\\{b:03o}")  # octal: at most 3 digits, so a following digit is not swallowed
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
 
 
 def write_settings_header(path: Path, meta: dict[str, Any], ops: list[str], arena: int, measured: int, margin: float) -> None:

@@ -54,17 +54,41 @@ class Preprocess:
         return to_model_uint8(rgb, self)
 
 
+# Checked from the header, before any pixel is decoded: 50 MP (8660 x 5773) is more than a
+# 48 MP phone photo, and at most ~150 MB of RGB. Larger files are skipped with a note.
+MAX_PIXELS = 50_000_000
+ALPHA_MODES = ("RGBA", "LA", "P", "PA", "RGBa", "La")
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
     """Read any image Pillow can, honour EXIF orientation, return HxWx3 uint8 RGB.
 
-    Raises OSError / ValueError for unreadable or truncated files; callers count them.
+    Transparent pixels are composited on white; 16-bit images are scaled to 8 bits (not
+    clipped). Raises OSError / ValueError, with a message naming the reason, for unreadable,
+    truncated or oversized files and for modes that have no one right RGB (32-bit float or
+    integer samples); callers skip and count them.
     """
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
+    try:
+        im_file = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"too large to decode safely ({e}): resize it") from None
+    with im_file as im:
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise ValueError(f"{w}x{h} is {w * h / 1e6:.0f} MP, over the {MAX_PIXELS // 1_000_000} MP limit: resize it")
         im.load()
         im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA", "P"):
+        if im.mode.startswith("I;16") or im.mode == "I":
+            a = np.asarray(im, dtype=np.int64)
+            if im.mode == "I" and (a.min() < 0 or a.max() > 0xFFFF):
+                raise ValueError("32-bit integer samples have no one 8-bit reading: save it as 8- or 16-bit")
+            gray = ((a * 255 + 32767) // 65535).astype(np.uint8)  # 0..65535 -> 0..255, rounded
+            return np.repeat(gray[..., None], 3, axis=2)
+        if im.mode == "F":
+            raise ValueError("32-bit float samples have no one 8-bit reading: save it as an 8-bit image")
+        if im.mode in ALPHA_MODES:
             im = im.convert("RGBA")
             background = Image.new("RGBA", im.size, (255, 255, 255, 255))
             im = Image.alpha_composite(background, im)

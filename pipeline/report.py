@@ -15,6 +15,7 @@ import numpy as np
 from . import __version__
 from .config import BuildConfig
 from .errors import PipelineError
+from .outdir import status
 from .util import atomic_write_text, write_json
 
 
@@ -144,6 +145,7 @@ def write_report(cfg: BuildConfig, ckpt: dict[str, Any]) -> dict[str, Any]:
         | {"float_before_top1": qat["float_before"]["top1"], "float_after_top1": qat["float_after"]["top1"],
            "int8_top1": conv["int8"]["top1"]},
         "plots": plots,
+        "stale": status(out),  # stage -> why its outputs are not current (pipeline/outdir.py)
     }
     write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", render_markdown(report))
@@ -161,6 +163,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         f"Generated {r['generated_at']} on {r['machine']['platform']} (Python {r['machine']['python']}).",
         "",
+        *[f"- **Not current: {why}.** Rerun `python -m pipeline build` (or that stage and the ones after it)."
+          for why in (r.get("stale") or {}).values()],
+        *([""] if r.get("stale") else []),
         "## Accuracy on the held-out split, stage by stage",
         "",
         "| stage | top-1 | images | agreement with previous stage |",

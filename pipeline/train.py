@@ -195,11 +195,27 @@ def evaluate_logits(model: nn.Module, images: np.ndarray, spec: Preprocess, devi
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+CHECKPOINT_KEYS = ("state_dict", "config", "labels", "in_channels")
+
+
+def load_torch_file(path: Path, keys: tuple[str, ...], hint: str) -> dict[str, Any]:
+    """torch.load a file this pipeline wrote; a truncated or foreign one is a one-line error."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - zip, pickle, EOF and storage errors all mean a damaged file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PipelineError(f"{path} is damaged or not a checkpoint of this pipeline ({first[:200]}): {hint}") from None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise PipelineError(f"{path} is not a checkpoint of this pipeline (no {', '.join(missing)}): {hint}")
+    return data  # type: ignore[no-any-return]
+
+
 def load_checkpoint(out: Path) -> dict[str, Any]:
     path = out / CHECKPOINT
     if not path.is_file():
         raise PipelineError(f"{path} not found: run `python -m pipeline train` (or `make`) first")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return load_torch_file(path, CHECKPOINT_KEYS, "train again with `python -m pipeline train` (or `make`)")
 
 
 def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
@@ -368,7 +384,8 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
     # Float training validates and saves the weights' moving average; QAT its last steps' weights.
     average = WeightAverage(model, cfg.ema) if cfg.ema > 0 and qat_from is None else None
     if cfg.resume and state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        st = load_torch_file(state_path, ("config", "model", "opt", "sched", "history", "best", "epoch"),
+                             "delete it to train from the start, or run without --resume")
         if st["config"] == _train_signature(cfg) and st.get("qat") == (qat_from is not None):
             model.load_state_dict(st["model"])
             opt.load_state_dict(st["opt"])

@@ -184,6 +184,69 @@ def run_args(a: argparse.Namespace) -> str:
     return "--loop" if a.source.split(":", 1)[0] in ("folder", "video") else ""
 
 
+# ------------------------------------------------------------------------- the settings
+
+# option: (variable, type, lowest, highest); given as text (environment or option), checked here
+NUMBERS: dict[str, tuple[str, type, float, float]] = {
+    "port": ("PI_PORT", int, 1, 65535), "web_port": ("PI_WEB_PORT", int, 1, 65535),
+    "health_timeout": ("PI_HEALTH_TIMEOUT", float, 1, 86400), "keep": ("PI_KEEP", int, 1, 10000),
+    "lines": ("PI_LINES", int, 1, 10**6), "bwlimit": ("PI_BWLIMIT", int, 0, 1 << 40),
+    "min_free_mb": ("PI_MIN_FREE_MB", int, 0, 1 << 60),
+}
+
+
+def validate_settings(a: argparse.Namespace) -> None:
+    """Every setting checked here, before staging or connecting: nothing on the Pi changes
+    when one is wrong, and the message names it. The Pi side checks the unit values again."""
+    from . import remote
+
+    for key, (var, kind, lo, hi) in NUMBERS.items():
+        if not hasattr(a, key):
+            continue
+        raw = getattr(a, key)
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError):
+            raise DeployError(f"{var} (--{key.replace('_', '-')}) {raw!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if not lo <= value <= hi:
+            raise DeployError(f"{var} (--{key.replace('_', '-')}) {raw!r} is out of range: use {lo:g} to {hi:g}")
+        setattr(a, key, value)
+    for var, value in (("PI", a.pi), ("PI_DIR", a.dir), ("PI_KEY", a.key), ("PI_KNOWN_HOSTS", a.known_hosts),
+                       ("PI_PYTHON", a.python), ("PI_PIP_ARGS", a.pip_args), ("PI_SSH_OPTS", a.ssh_options)):
+        try:
+            remote.check_unit_value(var, value)
+        except remote.DeployError as e:
+            raise DeployError(str(e)) from None
+    try:
+        remote.check_plain_path(a.dir)
+        remote.check_settings(argparse.Namespace(**{**vars(a), "run_args": run_args(a)}))
+    except remote.DeployError as e:
+        raise DeployError(str(e)) from None
+    if getattr(a, "device_dir", None) and Path(a.device_dir).resolve() == (REPO / "device").resolve():
+        check_run_args(a)
+
+
+def check_run_args(a: argparse.Namespace) -> None:
+    """The runner's own parser on the command line the unit will run: a typo in PI_RUN_ARGS
+    or PI_SOURCE's form is caught here, not by a failed health check on the Pi."""
+    import contextlib
+    import io
+
+    from device.__main__ import parser as runner_parser
+
+    argv = ["run", "--model", "model", "--source", a.source, "--web", "--host", a.web_host,
+            "--port", str(a.web_port), *shlex.split(run_args(a))]
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            runner_parser().parse_args(argv)
+    except SystemExit as e:
+        if e.code:
+            last = err.getvalue().strip().splitlines()[-1:] or ["rejected"]
+            raise DeployError(f"PI_RUN_ARGS {a.run_args!r}: the runner would refuse its command line "
+                              f"({last[0].split(': error: ', 1)[-1]}); see `python -m device run --help`") from None
+
+
 # ------------------------------------------------------------------------- the release
 
 
@@ -196,7 +259,19 @@ def stage(out: Path, dest: Path, dev: Path) -> tuple[str, int]:
     meta_path = out / "metadata.json"
     if not meta_path.is_file():
         raise DeployError(f"{meta_path} is missing: run `make` (or `make build OUT={out}`) first")
-    meta = json.loads(meta_path.read_text())
+    from pipeline.outdir import status
+
+    stale = status(out)
+    if stale:
+        raise DeployError(f"the build in {out} is not current ({'; '.join(stale.values())}): "
+                          f"run `make` (or `python -m pipeline build --out {out}`) first")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as e:
+        raise DeployError(f"{meta_path} is not valid JSON ({e}): rebuild it (`make`)") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model_file", ""), str) \
+            or Path(meta.get("model_file", "x")).name != meta.get("model_file", "x"):
+        raise DeployError(f"{meta_path} has no plain model_file name: rebuild it (`make`)")
     files: dict[str, Path] = {
         "model/metadata.json": meta_path,
         "model/labels.txt": out / "labels.txt",
@@ -292,11 +367,14 @@ def copy_tar(ssh: SSH, src: Path, incoming: str, bwlimit: int) -> tuple[int, int
 
 def cmd_deploy(a: argparse.Namespace) -> int:
     t0 = time.monotonic()
+    validate_settings(a)
     with tempfile.TemporaryDirectory(prefix="pi-release-") as tmp, connection(a) as ssh:
         rel = Path(tmp) / "release"
         rid, size = stage(Path(a.out), rel, Path(a.device_dir))
         say(f"release {rid}: {size / 1024:.0f} KiB from {a.out} and device/")
         ver = check_reachable(ssh)
+        if a.dry_run:
+            return dry_run(ssh, a, rel)
         probe = ssh.remote_json("probe", remote_args(a))
         say(f"{a.pi}: Python {ver} ({probe['machine']}), {probe['free_mb']} MiB free in {probe['dir']}, "
             f"current release {probe['current'] or '(none)'}")
@@ -329,16 +407,38 @@ def cmd_deploy(a: argparse.Namespace) -> int:
         if result.get("release"):
             msg = [f"release {rid} did not become healthy: {result.get('reason')}",
                    f"--- last log lines of {rid} ---", str(result.get("log", "")).rstrip(), "---"]
+            state = f"current release {result.get('current') or '(none)'}, service {result.get('service', 'unknown')}"
             if result.get("rolled_back_to"):
                 msg.append(f"rolled back to {result['rolled_back_to']}: "
-                           + ("healthy again" if result.get("rollback_ok") else f"NOT healthy ({result.get('rollback_health')})"))
+                           + ("healthy again, with its own settings" if result.get("rollback_ok") else
+                              f"NOT healthy ({result.get('rollback_health')}); {state}: see `make pi-logs`"))
             else:
-                msg.append("there was no earlier release to go back to; the service is stopped")
+                msg.append(f"there was no earlier release to go back to; {state}")
             raise DeployError("\n".join(msg), 3)
-        raise DeployError(f"activating {rid} failed; the previous release stays current", p.returncode or 1)
+        if p.returncode == EXIT_CONFIG:  # remote.py refused before switching anything (its message is above)
+            raise DeployError(f"activating {rid} failed before the switch; the previous release stays current")
+        raise DeployError(f"activating {rid} failed (exit {p.returncode}); the Pi may be in between releases:"
+                          " `make pi-status` shows which one is current and whether it serves", p.returncode or 1)
+
+
+def dry_run(ssh: SSH, a: argparse.Namespace, rel: Path) -> int:
+    """What a deploy would copy and the unit it would write; nothing on the Pi changes."""
+    manifest = json.loads((rel / ".deploy" / "MANIFEST.json").read_text())
+    print(f"would copy release {manifest['release']} ({len(manifest['files'])} files) to {a.pi}:{a.dir}/releases/:")
+    for name in sorted(manifest["files"]):
+        print(f"  {(rel / name).stat().st_size:>9}  {name}")
+    p = ssh.remote("unit", remote_args(a))
+    if p.returncode != 0:
+        raise DeployError(p.stderr.decode("utf-8", "replace").strip().removeprefix("error: ") or "the Pi refused the unit")
+    where = f"/etc/systemd/system/{a.service}.service" if a.manager == "systemd" else f"{a.dir}/run/{a.service}.service"
+    print(f"would write the unit {where}:")
+    sys.stdout.write(p.stdout.decode())
+    say("dry run: nothing on the Pi changed")
+    return 0
 
 
 def cmd_simple(a: argparse.Namespace) -> int:
+    validate_settings(a)
     with connection(a) as ssh:
         check_reachable(ssh)
         if a.cmd == "rollback":
@@ -365,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, h in helps.items():
         s = sub.add_parser(name, help=h)
         s.add_argument("--pi", default=env("PI"), help="user@host (PI)")
-        s.add_argument("--port", type=int, default=int(env("PI_PORT", "22")), help="ssh port (PI_PORT)")
+        s.add_argument("--port", default=env("PI_PORT", "22"), help="ssh port (PI_PORT)")
         s.add_argument("--key", default=env("PI_KEY"), help="private key file; default: ssh-agent / ~/.ssh (PI_KEY)")
         s.add_argument("--known-hosts", default=env("PI_KNOWN_HOSTS"), help="known_hosts file (PI_KNOWN_HOSTS)")
         s.add_argument("--ssh-options", default=env("PI_SSH_OPTS"), help="extra ssh options (PI_SSH_OPTS)")
@@ -376,13 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--service", default=env("PI_SERVICE", "edge-demo"), help="unit name (PI_SERVICE)")
         s.add_argument("--source", default=env("PI_SOURCE", "picamera2"), help="runner source spec (PI_SOURCE)")
         s.add_argument("--web-host", default=env("PI_WEB_HOST", "0.0.0.0"), help="web view bind address (PI_WEB_HOST)")
-        s.add_argument("--web-port", type=int, default=int(env("PI_WEB_PORT", "8080")), help="(PI_WEB_PORT)")
+        s.add_argument("--web-port", default=env("PI_WEB_PORT", "8080"), help="(PI_WEB_PORT)")
         s.add_argument("--run-args", default=env("PI_RUN_ARGS"), help="extra runner args (PI_RUN_ARGS)")
-        s.add_argument("--health-timeout", type=float, default=float(env("PI_HEALTH_TIMEOUT", "90")),
+        s.add_argument("--health-timeout", default=env("PI_HEALTH_TIMEOUT", "90"),
                        help="seconds to wait for /health (PI_HEALTH_TIMEOUT)")
-        s.add_argument("--keep", type=int, default=int(env("PI_KEEP", "5")), help="releases kept (PI_KEEP)")
+        s.add_argument("--keep", default=env("PI_KEEP", "5"), help="releases kept (PI_KEEP)")
         s.add_argument("--pip-args", default=env("PI_PIP_ARGS"), help="extra pip install args (PI_PIP_ARGS)")
-        s.add_argument("--lines", type=int, default=int(env("PI_LINES", "40")), help="log lines shown (PI_LINES)")
+        s.add_argument("--lines", default=env("PI_LINES", "40"), help="log lines shown (PI_LINES)")
         s.add_argument("--follow", action="store_true", default=env("PI_FOLLOW") not in ("", "0"),
                        help="follow the log (PI_FOLLOW=1)")
         if name == "deploy":
@@ -391,10 +491,13 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the runner package to deploy, without its deploy/ (PI_DEVICE_DIR)")
             s.add_argument("--copy", default=env("PI_COPY", "auto"), choices=["auto", "rsync", "tar"],
                            help="rsync when both ends have it, else tar over ssh (PI_COPY)")
-            s.add_argument("--bwlimit", type=int, default=int(env("PI_BWLIMIT", "0")),
+            s.add_argument("--bwlimit", default=env("PI_BWLIMIT", "0"),
                            help="copy bandwidth limit in KiB/s, 0 = none (PI_BWLIMIT)")
-            s.add_argument("--min-free-mb", type=int, default=int(env("PI_MIN_FREE_MB", "200")),
+            s.add_argument("--min-free-mb", default=env("PI_MIN_FREE_MB", "200"),
                            help="refuse to deploy with less free disk (PI_MIN_FREE_MB)")
+            s.add_argument("--dry-run", action="store_true", default=env("PI_DRY_RUN") not in ("", "0"),
+                           help="show the files that would be copied and the unit that would be written; "
+                                "change nothing (PI_DRY_RUN=1)")
     return p
 
 

@@ -38,6 +38,8 @@ INCOMING = ".incoming-"
 MANIFEST = ".deploy/MANIFEST.json"
 OK_MARK = ".deploy/OK"
 FAILED_MARK = ".deploy/FAILED"
+SETTINGS = ".deploy/SETTINGS.json"  # the unit settings the release was activated with
+SETTING_KEYS = ("source", "web_host", "web_port", "run_args")
 REQUIREMENTS = "device/requirements.txt"
 VENV_STAMP = ".requirements.sha256"
 STALE_INCOMING_S = 600
@@ -169,9 +171,74 @@ def systemd_unquote(line: str) -> list[str]:
 
 
 def check_plain_path(p: str) -> None:
+    check_unit_value("PI_DIR", p)
     bad = [c for c in p if c.isspace() or c in "%$\"'\\"]
     if bad:
         raise DeployError(f"PI_DIR {p!r} contains {''.join(sorted(set(bad)))!r}: pick a directory without spaces, quotes, % or $")
+
+
+def check_unit_value(name: str, value: str) -> None:
+    """A value that goes into the unit file: a newline or other control character (or a
+    Unicode line separator, a newline to Python's splitlines) would end the line and could add
+    directives (ExecStartPre=...), so it is refused, not escaped."""
+    bad = sorted({c for c in value if ord(c) < 32 or ord(c) == 127 or c in "\x85\u2028\u2029"})
+    if bad:
+        raise DeployError(f"{name} {value!r} contains control characters ({', '.join(repr(c) for c in bad)}):"
+                          " remove them")
+
+
+def check_service_name(service: str) -> None:
+    """PI_SERVICE becomes /etc/systemd/system/<service>.service, written with sudo."""
+    ok = 0 < len(service) <= 200 and service[0].isalnum() and service.isascii() and all(
+        c.isalnum() or c in "-_.@" for c in service)
+    if not ok or service.endswith(".service"):
+        raise DeployError(f"PI_SERVICE {service!r} is not a plain unit name: use letters, digits and - _ . @"
+                          " (e.g. edge-demo), without .service or /")
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    check_service_name(args.service)
+    for name, value in (("PI_SOURCE", args.source), ("PI_WEB_HOST", args.web_host), ("PI_RUN_ARGS", args.run_args)):
+        check_unit_value(name, str(value))
+    if not 0 < int(args.web_port) < 65536:
+        raise DeployError(f"PI_WEB_PORT {args.web_port} is not a TCP port (1-65535)")
+    try:
+        shlex.split(args.run_args)
+    except ValueError as e:
+        raise DeployError(f"PI_RUN_ARGS {args.run_args!r} cannot be split into words ({e}): check its quotes") from None
+
+
+def save_settings(pidir: str, name: str, args: argparse.Namespace) -> None:
+    with open(os.path.join(releases_dir(pidir), name, SETTINGS), "w") as f:
+        json.dump({k: getattr(args, k) for k in SETTING_KEYS}, f)
+        f.write("\n")
+
+
+def settings_from_unit(text: str) -> dict[str, object] | None:
+    """The settings of a unit `unit_text` wrote (for releases activated before SETTINGS.json)."""
+    words = systemd_unquote(parse_unit(text).get("ExecStart", ""))
+    try:
+        at = words.index("--port")
+        return {"source": words[words.index("--source") + 1], "web_host": words[words.index("--host") + 1],
+                "web_port": int(words[at + 1]), "run_args": shlex.join(words[at + 2:])}
+    except (ValueError, IndexError):
+        return None
+
+
+def with_settings(args: argparse.Namespace, pidir: str, name: str) -> argparse.Namespace:
+    """`args` with the unit settings release `name` was activated with: a release is code,
+    model and settings, and going back to it brings its own settings back."""
+    try:
+        with open(os.path.join(releases_dir(pidir), name, SETTINGS)) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        log(f"release {name} has no readable {SETTINGS}; starting it with this deploy's settings")
+        return args
+    new = argparse.Namespace(**vars(args))
+    for k in SETTING_KEYS:
+        if k in saved:
+            setattr(new, k, saved[k])
+    return new
 
 
 def exec_start(args: argparse.Namespace, pidir: str) -> list[str]:
@@ -182,6 +249,8 @@ def exec_start(args: argparse.Namespace, pidir: str) -> list[str]:
 
 
 def unit_text(args: argparse.Namespace, pidir: str) -> str:
+    check_settings(args)
+    check_plain_path(pidir)
     user = pwd.getpwuid(os.getuid()).pw_name
     return "\n".join([
         "# Written by `make deploy-pi` (device/deploy); the next deploy overwrites it.",
@@ -250,6 +319,18 @@ class Manager:
     def install(self, text: str) -> bool:
         raise NotImplementedError
 
+    def installed(self) -> str:
+        """The unit file now in place ("" when none)."""
+        try:
+            with open(self.unit_file) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    @property
+    def unit_file(self) -> str:
+        raise NotImplementedError
+
     def restart(self) -> None:
         raise NotImplementedError
 
@@ -281,6 +362,10 @@ class Systemd(Manager):
     @property
     def unit_path(self) -> str:
         return f"/etc/systemd/system/{self.service}.service"
+
+    @property
+    def unit_file(self) -> str:
+        return self.unit_path
 
     def install(self, text: str) -> bool:
         try:
@@ -339,6 +424,10 @@ class Nohup(Manager):
     @property
     def logfile(self) -> str:
         return os.path.join(self.pidir, "logs", self.service + ".log")
+
+    @property
+    def unit_file(self) -> str:
+        return self._p(".service")
 
     def install(self, text: str) -> bool:
         os.makedirs(os.path.dirname(self._p("")), exist_ok=True)
@@ -452,6 +541,7 @@ class Nohup(Manager):
 
 
 def manager(args: argparse.Namespace, pidir: str) -> Manager:
+    check_service_name(args.service)
     if args.manager == "systemd":
         if not os.path.isdir("/run/systemd/system"):
             raise DeployError("this host does not run systemd (no /run/systemd/system); "
@@ -558,13 +648,22 @@ def wait_healthy(mgr: Manager, port: int, timeout: float, host: str = "0.0.0.0")
 # ------------------------------------------------------------------------------ steps
 
 
-def start_release(args: argparse.Namespace, pidir: str, mgr: Manager, name: str) -> tuple[bool, str, object]:
-    """venv for its requirements, unit, switch `current`, restart, wait for health."""
+def start_release(args: argparse.Namespace, pidir: str, mgr: Manager, name: str,
+                  touched: list[str] | None = None) -> tuple[bool, str, object]:
+    """venv for its requirements, unit, switch `current`, restart, wait for health. `touched`
+    collects what was changed ("unit", "current", "service") for the caller to undo."""
+    touched = [] if touched is None else touched
     venv = ensure_venv(pidir, requirements_for(pidir, name), args.pip_args)
-    changed = mgr.install(unit_text(args, pidir))
+    text = unit_text(args, pidir)
+    touched.append("unit")  # before install: a failure half-way through it counts too
+    changed = mgr.install(text)
     log("venv {}; unit {}".format(venv, "updated" if changed else "unchanged"))
+    if not changed:
+        touched.remove("unit")
+    touched.append("current")
     switch_current(pidir, name)
     log(f"current -> releases/{name}; restarting {args.service} ({mgr.name})")
+    touched.append("service")
     mgr.stop()
     mark_ = mgr.log_mark()  # the log lines from here on are this release's
     mgr.restart()
@@ -640,9 +739,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe(e: BaseException) -> str:
+    return str(e) if isinstance(e, DeployError) else f"{type(e).__name__}: {e}"
+
+
 def cmd_activate(args: argparse.Namespace) -> int:
     pidir = resolve_dir(args.dir)
     check_plain_path(pidir)
+    check_settings(args)  # before anything on the Pi changes
     mgr = manager(args, pidir)
     rd = releases_dir(pidir)
     name = args.release
@@ -654,33 +758,41 @@ def cmd_activate(args: argparse.Namespace) -> int:
         verify_manifest(incoming)
         os.replace(incoming, os.path.join(rd, name))
         prev = current_release(pidir)
+        if prev and not os.path.exists(os.path.join(rd, prev, SETTINGS)):
+            old = settings_from_unit(mgr.installed())  # activated before releases kept their settings
+            if old is not None:
+                with open(os.path.join(rd, prev, SETTINGS), "w") as f:
+                    json.dump(old, f)
+        save_settings(pidir, name, args)
+        touched: list[str] = []
+        since: object | None = None
         try:
-            ok, why, since = start_release(args, pidir, mgr, name)
-        except DeployError as e:
-            # nothing was switched if the venv or unit step failed; if the switch happened, undo it
-            mark(pidir, name, FAILED_MARK, str(e))
-            if prev and current_release(pidir) != prev:
-                switch_current(pidir, prev)
-                mgr.restart()
-            raise
+            ok, why, since = start_release(args, pidir, mgr, name, touched)
+        except Exception as e:  # whatever it is: the Pi must end up serving the previous release
+            ok, why = False, describe(e)
+            if not touched:  # the venv step failed: the unit, `current` and the service are as they were
+                mark(pidir, name, FAILED_MARK, why)
+                raise DeployError(f"{why}\nnothing was switched: {prev or 'no release'} stays current") from None
         if ok:
             mark(pidir, name, OK_MARK)
             gone = prune(pidir, args.keep, {name} | ({prev} if prev else set()))
             emit({"ok": True, "release": name, "previous": prev, "health": json.loads(why), "pruned": gone})
             return 0
-        logs = mgr.logs(since, args.lines)
+        logs = mgr.logs(since, args.lines) if since is not None else ""
         mark(pidir, name, FAILED_MARK, why + "\n" + logs)
         result: dict[str, object] = {"ok": False, "release": name, "reason": why, "log": logs, "previous": prev}
         if prev:
-            log(f"release {name} is not healthy ({why}); rolling back to {prev}")
+            log(f"release {name} is not healthy ({why}); rolling back to {prev} with its own settings")
             try:
-                rok, rwhy, _ = start_release(args, pidir, mgr, prev)
-            except DeployError as e:
-                rok, rwhy = False, str(e)
-            result.update(rolled_back_to=prev, rollback_ok=rok, rollback_health=rwhy)
+                rok, rwhy, _ = start_release(with_settings(args, pidir, prev), pidir, mgr, prev)
+            except Exception as e:  # say so; `pi-status` tells the rest
+                rok, rwhy = False, describe(e)
+            result.update(rolled_back_to=prev, rollback_ok=rok, rollback_health=rwhy, current=current_release(pidir),
+                          service=mgr.state())
         else:
             log(f"release {name} is not healthy ({why}); no previous release to go back to, stopping the service")
             mgr.stop()
+            result.update(current=current_release(pidir), service=mgr.state())
         emit(result)
         return EXIT_UNHEALTHY
 
@@ -694,7 +806,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         target = args.to or previous_good(pidir, cur)
         if not target or not os.path.isdir(os.path.join(releases_dir(pidir), target)):
             raise DeployError("no earlier release to roll back to (current: {}, releases: {})".format(cur, ", ".join(list_releases(pidir)) or "none"))
-        ok, why, since = start_release(args, pidir, mgr, target)
+        ok, why, since = start_release(with_settings(args, pidir, target), pidir, mgr, target)
         result: dict[str, object] = {"ok": ok, "release": target, "previous": cur, "health": why}
         if ok:
             mark(pidir, target, OK_MARK)
@@ -768,6 +880,9 @@ def main(argv: list[str] | None = None) -> int:
     except DeployError as e:
         log(f"error: {e}")
         return 2
+    except Exception as e:  # noqa: BLE001 - one line, and where to look; never a silent traceback
+        log(f"error: unexpected {describe(e)} in `{args.cmd}` on the Pi; `make pi-status` shows the state it left")
+        return 1
 
 
 if __name__ == "__main__":
