@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from test_device_support import device_build, run_device
+from test_fuzz_inputs import good_metadata
 
 from pipeline.config import make_config
 from pipeline.data import discover
@@ -130,14 +131,6 @@ def test_out_of_range_port_is_refused_by_the_runner(tmp_path: Path) -> None:
     assert p.returncode == 2 and "must be a TCP port" in p.stderr and "Traceback" not in p.stderr
 
 
-def _meta() -> dict[str, object]:
-    t = {"name": "x", "shape": [1, 4], "dtype": "int8", "scale": 0.1, "zero_point": 0}
-    return {"format_version": 1, "model_file": "model_int8.tflite", "labels": ["a", "b", "c", "d"],
-            "arch": "mobilenet_v1", "width": 0.25, "resolution": 96, "in_channels": 3,
-            "preprocess": {"size": 96, "color": "rgb", "mean": 128.0, "std": 128.0},
-            "input": {**t, "shape": [1, 96, 96, 3]}, "output": t, "input_lut": list(range(-128, 128))}
-
-
 @pytest.mark.parametrize(("field", "value", "needle"), [
     ("labels", "abcd", "labels"), ("labels", ["a", "b\nc"], "control character"),
     ("input_lut", [0] * 255, "input_lut"), ("output", {"shape": [1, 4]}, "output has no positive scale"),
@@ -145,8 +138,8 @@ def _meta() -> dict[str, object]:
     ("resolution", "96", "resolution"),
 ])
 def test_malformed_metadata_fields_are_named(tmp_path: Path, field: str, value: object, needle: str) -> None:
-    assert problems(_meta()) == []
-    meta = {**_meta(), field: value}
+    assert problems(good_metadata()) == []
+    meta = {**good_metadata(), field: value}
     path = tmp_path / "metadata.json"
     path.write_text(json.dumps(meta))
     with pytest.raises(PipelineError, match=needle):
@@ -154,7 +147,7 @@ def test_malformed_metadata_fields_are_named(tmp_path: Path, field: str, value: 
 
 
 def test_malformed_metadata_on_the_device_is_one_line(tmp_path: Path) -> None:
-    (tmp_path / "metadata.json").write_text(json.dumps({**_meta(), "preprocess": {"size": "big"}}))
+    (tmp_path / "metadata.json").write_text(json.dumps({**good_metadata(), "preprocess": {"size": "big"}}))
     (tmp_path / "model_int8.tflite").write_bytes(b"\0\0\0\0TFL3" + bytes(64))
     p = run_device("run", "--model", str(tmp_path), "--source", str(tmp_path), timeout=60)
     lines = p.stderr.strip().splitlines()

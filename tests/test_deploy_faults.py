@@ -9,38 +9,20 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import test_deploy
 from test_deploy import Pi, fake_app, ok
 
 from device.deploy import remote
-from device.deploy.loopback import LoopbackSSHD, free_port, why_no_sshd
+from device.deploy.loopback import why_no_sshd
 
 REPO = Path(__file__).resolve().parents[1]
+# The deploy tests' loopback sshd and stand-in Pi, shared rather than written again.
+sshd = test_deploy.sshd
+pi = test_deploy.pi
 needs_sshd = pytest.mark.skipif(bool(why_no_sshd()), reason=why_no_sshd() or "sshd available")
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSSHD]:
-    if why_no_sshd():
-        pytest.skip(why_no_sshd() or "")
-    server = LoopbackSSHD(tmp_path_factory.mktemp("sshd")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def pi(sshd: LoopbackSSHD, tmp_path: Path) -> Iterator[Pi]:
-    dev, out = fake_app(tmp_path / "app")
-    target = Pi(sshd, tmp_path / "pi", {
-        **sshd.env(), "PI_DIR": str(tmp_path / "pi"), "PI_SERVICE_MANAGER": "nohup",
-        "PI_SERVICE": f"edge-demo-test-{tmp_path.name}", "PI_WEB_PORT": str(free_port()),
-        "PI_SOURCE": f"folder:{tmp_path}", "PI_HEALTH_TIMEOUT": "30", "PI_DEVICE_DIR": str(dev), "OUT": str(out),
-        "PI_PIP_ARGS": "--no-index"})
-    yield target
-    target.stop()
 
 
 @needs_sshd

@@ -110,7 +110,7 @@ def _mutate(value: object, rng: random.Random) -> object:
     return rng.choice(choices)
 
 
-def _good_meta() -> dict[str, object]:
+def good_metadata() -> dict[str, object]:
     t = {"name": "x", "shape": [1, 4], "dtype": "int8", "scale": 0.1, "zero_point": 0}
     return {"format_version": 1, "model_file": "model_int8.tflite", "labels": ["a", "b", "c", "d"],
             "arch": "mobilenet_v1", "width": 0.25, "resolution": 96, "in_channels": 3,
@@ -125,7 +125,7 @@ def _fuzz_metadata(tmp_path: Path, n: int) -> None:
     (tmp_path / "model_int8.tflite").write_bytes(b"\0\0\0\0TFL3")
     (tmp_path / "labels.txt").write_text("a\nb\nc\nd\n")
     for _ in range(n):
-        meta: object = _good_meta()
+        meta: object = good_metadata()
         for _ in range(rng.randint(1, 3)):
             meta = _mutate(meta, rng)
         text = json.dumps(meta) if rng.random() < 0.9 else json.dumps(meta)[: rng.randint(0, 50)]
