@@ -65,7 +65,7 @@ class TopK:
 
 
 class Classifier:
-    """Wraps the interpreter; `input_for(u8)` is thread-safe, `classify` is not."""
+    """Wraps the interpreter; `input_for(u8)` is thread-safe, `invoke` is not."""
 
     def __init__(self, spec: ModelSpec, threads: int | None = None) -> None:
         from .modelcheck import check_model

@@ -228,14 +228,12 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
 def _auto_weights(cfg: BuildConfig) -> Path | None:
     """`--pretrained auto`: the published backbone for this arch and width when it is in the
     cache or can be downloaded; None (train from scratch) otherwise."""
-    from .models.pretrained import PUBLISHED, cache_dir, resolve_pretrained, weights_file
+    from .models.pretrained import PUBLISHED, cache_dir, published_names, resolve_pretrained, weights_file
 
-    widths, resolutions = PUBLISHED.get(cfg.arch, ((), ()))
-    if cfg.width not in widths:
+    if cfg.width not in PUBLISHED.get(cfg.arch, ((), ()))[0]:
         log(f"pretrained: none published for {cfg.arch} width {cfg.width:g}; training from scratch")
         return None
-    by_distance = sorted(resolutions, key=lambda r: (abs(r - cfg.resolution), r))
-    names = [f"{cfg.arch}_{float(cfg.width)}_{r}" for r in by_distance]
+    names = published_names(cfg.arch, cfg.width, cfg.resolution)
     for name in names:
         cached = cache_dir() / weights_file(name).file_name
         if cached.is_file():
@@ -535,7 +533,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
 
 def _train_signature(cfg: BuildConfig) -> dict[str, Any]:
     d = cfg.to_dict()
-    for key in ("out", "resume", "epochs_note"):
+    for key in ("out", "resume"):
         d.pop(key, None)
     return d
 

@@ -4,27 +4,10 @@ generated dataset; device, firmware and deploy tests use its outputs (docs/FORMA
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-RPS = SHARED / "datasets" / "rps"
-V1_WEIGHTS = SHARED / "weights" / "mobilenet_2_5_224_tf_no_top.h5"
-
-# Small enough for CI on 2 cores, large enough that one image is well under a point of
-# top-1 on the held-out split (the int8 gate is 1 point).
-TINY_ARGS = [
-    "--epochs", "25",
-    "--batch-size", "32",
-    "--calibration-images", "100",
-]
-TINY_CONFIG = {"generated_train_per_class": 250, "generated_test_per_class": 100, "patience": 25,
-               "pretrained": "none"}
-
+from helpers import TINY_ARGS, TINY_CONFIG, run_pipeline
 
 # Under CI=true (.ci/run sets it) a skipped test fails: .ci/run installs every package the
 # suite needs and CI has ../shared, so a skip there hides a claim that is no longer proven.
@@ -50,15 +33,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
             rep.outcome = "failed"
             rep.longrepr = (f"skipped under CI=true, where .ci/run installs every dependency and ../shared "
                             f"is present (fix .ci/run or the test): {reason}")
-
-
-def run_pipeline(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_ARGS, TINY_CONFIG, run_pipeline
+from helpers import TINY_ARGS, TINY_CONFIG, run_pipeline
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_pipeline
+from helpers import run_pipeline
 from PIL import Image
 
 from pipeline.data import (

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_pipeline
+from helpers import run_pipeline
 
 from pipeline.microcode import parse_c_array
 from pipeline.preprocess import Preprocess, quantize_lut

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import RPS, V1_WEIGHTS, run_pipeline
+from helpers import RPS, V1_WEIGHTS, run_pipeline
 from torch import nn
 
 from pipeline import qat

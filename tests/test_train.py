@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, TINY_ARGS, TINY_CONFIG
+from helpers import ROOT, TINY_ARGS, TINY_CONFIG
 
 from pipeline.train import (
     GlobalBatchDropout,

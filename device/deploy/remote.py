@@ -803,7 +803,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     with locked(pidir):
         cur = current_release(pidir)
-        target = args.to or previous_good(pidir, cur)
+        target = previous_good(pidir, cur)
         if not target or not os.path.isdir(os.path.join(releases_dir(pidir), target)):
             raise DeployError("no earlier release to roll back to (current: {}, releases: {})".format(cur, ", ".join(list_releases(pidir)) or "none"))
         ok, why, since = start_release(with_settings(args, pidir, target), pidir, mgr, target)
@@ -863,7 +863,6 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--pip-args", default="")
         s.add_argument("--lines", type=int, default=40)
         s.add_argument("--release", default="")
-        s.add_argument("--to", default="")
         s.add_argument("--follow", action="store_true")
 
     for name in ("probe", "prepare", "activate", "rollback", "status", "logs", "unit"):

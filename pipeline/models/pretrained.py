@@ -120,8 +120,8 @@ def weights_file(name: str) -> WeightsFile:
     return WeightsFile(arch, width, resolution, file_name)
 
 
-def default_weights_name(arch: str, width: float, resolution: int) -> str:
-    """The published backbone for a model: same arch and width, nearest training resolution.
+def published_names(arch: str, width: float, resolution: int) -> list[str]:
+    """The published backbones for a model, nearest training resolution first.
 
     Convolution weights do not depend on the input size, so any resolution loads; the
     nearest one was trained on the most similar object scale.
@@ -134,8 +134,12 @@ def default_weights_name(arch: str, width: float, resolution: int) -> str:
             f"Keras applications publish {arch} weights only for widths "
             f"{', '.join(f'{w:g}' for w in widths)}, not {width:g}"
         )
-    nearest = min(resolutions, key=lambda r: (abs(r - resolution), r))
-    return f"{arch}_{float(width)}_{nearest}"
+    return [f"{arch}_{float(width)}_{r}" for r in sorted(resolutions, key=lambda r: (abs(r - resolution), r))]
+
+
+def default_weights_name(arch: str, width: float, resolution: int) -> str:
+    """The published backbone for a model: same arch and width, nearest training resolution."""
+    return published_names(arch, width, resolution)[0]
 
 
 def cache_dir() -> Path:
