@@ -1,50 +1,24 @@
-"""The stages as functions from files in the build directory to files there, each with
-its check at the end; `build` runs them in order. Every stage records what it measured in
-`results/<stage>.json`, which the report collects."""
+"""The stages, each a function from files in the build directory to files there, with its
+check at the end, declared in `STAGES`: the runner (pipeline/runner.py) times, logs, records
+(`results/<stage>.json`, which the report reads) and gates each one."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import BuildConfig
 from .errors import GateError, PipelineError
-from .outdir import Staging, stage_run
-from .util import atomic_write_bytes, log, write_json
+from .gates import INT8
+from .outdir import INPUTS, Staging
+from .stage import RESULTS, Context, Result, Stage, load_result
+from .util import atomic_write_bytes, write_json
 
-RESULTS = "results"
-STAGES = ("data", "train", "export", "convert", "microcode", "report")
 FLOAT_CHECKPOINT = "model_float.pt"  # the trained float model, kept when QAT replaces model.pt
-
-
-def record(cfg: BuildConfig, stage: str, result: dict[str, Any]) -> dict[str, Any]:
-    write_json(cfg.out_dir / RESULTS / f"{stage}.json", result)
-    return result
-
-
-def load_result(out: Path, stage: str) -> dict[str, Any] | None:
-    p = out / RESULTS / f"{stage}.json"
-    return json.loads(p.read_text()) if p.is_file() else None
-
-
-def _config_from_checkpoint(cfg: BuildConfig) -> tuple[BuildConfig, dict[str, Any]]:
-    """Later stages use the settings the model was trained with (data, arch, resolution)."""
-    from .train import load_checkpoint
-
-    ckpt = load_checkpoint(cfg.out_dir)
-    merged = {**ckpt["config"], "out": cfg.out}
-    keep = {k: getattr(cfg, k) for k in ("calibration_images", "onnx_tolerance", "int8_max_drop",
-                                         "tflm_max_lsb", "tflm_min_agreement", "arena_margin",
-                                         "qat", "qat_epochs", "qat_lr")}
-    merged.update(keep)
-    return BuildConfig(**merged), ckpt
 
 
 def _require(path: Path, stage: str) -> Path:
@@ -57,10 +31,10 @@ def _require(path: Path, stage: str) -> Path:
 # ----------------------------------------------------------------------------------------
 
 
-def run_data(cfg: BuildConfig) -> dict[str, Any]:
+def run_data(ctx: Context) -> Result:
     from .data import prepare
 
-    t0 = time.time()
+    cfg = ctx.cfg
     p = prepare(cfg, large=True)  # the training stage's larger copy too: everything is decoded here
     res = {
         "root": str(p.dataset.root),
@@ -73,29 +47,26 @@ def run_data(cfg: BuildConfig) -> dict[str, Any]:
         "test_per_class": np.bincount(p.test.labels, minlength=len(p.dataset.classes)).tolist(),
         "skipped_files": p.train.skipped + p.test.skipped,
         "notes": p.dataset.notes,
-        "seconds": time.time() - t0,
     }
-    log(f"data: {len(res['classes'])} classes ({', '.join(res['classes'])}), "
-        f"{res['train_images']} train / {res['test_images']} test images, {p.dataset.layout}"
-        + (f", {len(res['skipped_files'])} unreadable skipped" if res["skipped_files"] else ""))
-    for note in p.dataset.notes:
-        log(f"note: {note}")
-    return record(cfg, "data", res)
+    return Result(res, lambda r: f"{len(r['classes'])} classes ({', '.join(r['classes'])}), "
+                  f"{r['train_images']} train / {r['test_images']} test images, {r['layout']}"
+                  + (f", {len(r['skipped_files'])} unreadable skipped" if r["skipped_files"] else ""),
+                  notes=list(p.dataset.notes))
 
 
-def run_train(cfg: BuildConfig) -> dict[str, Any]:
+def run_train(ctx: Context) -> Result | None:
     import torch
 
     from .data import preprocess_spec
     from .evaluate import scores
     from .train import dist_info, evaluate_logits, model_from_checkpoint, prepare_once, train
 
-    t0 = time.time()
+    cfg = ctx.cfg
     rank, world = dist_info()
     prepared = prepare_once(cfg, preprocess_spec(cfg), rank, world)
     ckpt = train(cfg, prepared)
     if rank != 0:
-        return {}
+        return None
     (cfg.out_dir / RESULTS / "qat.json").unlink(missing_ok=True)  # a fresh model has had no QAT
     (cfg.out_dir / FLOAT_CHECKPOINT).unlink(missing_ok=True)
     model = model_from_checkpoint(ckpt)
@@ -107,14 +78,12 @@ def run_train(cfg: BuildConfig) -> dict[str, Any]:
         "epochs_run": len(ckpt["history"]),
         "weights_from": ckpt["weights_from"],
         "world_size": ckpt["world_size"],
-        "seconds": time.time() - t0,
     }
-    log(f"train: float top-1 {res['float']['top1']:.2f}% on {res['float']['n']} held-out images "
-        f"(kept epoch {ckpt['best_epoch']}, {res['seconds']:.0f}s)")
-    return record(cfg, "train", res)
+    return Result(res, lambda r: f"float top-1 {r['float']['top1']:.2f}% on {r['float']['n']} held-out images "
+                  f"(kept epoch {r['best_epoch']}, {r['seconds']:.0f}s)")
 
 
-def run_qat(cfg: BuildConfig, trigger: str = "requested", int8_before: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_qat(ctx: Context, trigger: str = "requested", int8_before: dict[str, Any] | None = None) -> Result:
     """Quantization-aware fine-tuning of the trained float model (pipeline/qat.py).
 
     Always starts from the float model (model_float.pt once a QAT run has replaced
@@ -126,9 +95,7 @@ def run_qat(cfg: BuildConfig, trigger: str = "requested", int8_before: dict[str,
     from .evaluate import scores
     from .train import CHECKPOINT, CHECKPOINT_KEYS, evaluate_logits, load_torch_file, model_from_checkpoint, train
 
-    t0 = time.time()
-    cfg, ckpt = _config_from_checkpoint(cfg)
-    out = cfg.out_dir
+    cfg, ckpt, out = ctx.cfg, ctx.ckpt, ctx.out
     if ckpt.get("qat"):
         ckpt = load_torch_file(_require(out / FLOAT_CHECKPOINT, "train"), CHECKPOINT_KEYS,
                                "train again with `python -m pipeline train` (or `make`)")
@@ -143,8 +110,8 @@ def run_qat(cfg: BuildConfig, trigger: str = "requested", int8_before: dict[str,
                       test.labels, c["labels"])
 
     before = top1(ckpt)
-    log(f"qat: {cfg.qat_epochs} epochs of quantization-aware fine-tuning ({trigger}), "
-        f"from float top-1 {before['top1']:.2f}%")
+    ctx.log(f"{cfg.qat_epochs} epochs of quantization-aware fine-tuning ({trigger}), "
+            f"from float top-1 {before['top1']:.2f}%")
     qckpt = train(cfg, prepared, qat_from=ckpt)
     after = top1(qckpt)
     res = {
@@ -157,14 +124,12 @@ def run_qat(cfg: BuildConfig, trigger: str = "requested", int8_before: dict[str,
         "best_epoch": qckpt["qat"]["best_epoch"],
         "best_val_acc_fake_quant": qckpt["qat"]["best_val_acc"],
         "history": qckpt["qat"]["history"],
-        "seconds": time.time() - t0,
     }
-    log(f"qat: float top-1 {before['top1']:.2f}% -> {after['top1']:.2f}% after fine-tuning "
-        f"(fake-quantized validation {res['best_val_acc_fake_quant']:.2f}%, {res['seconds']:.0f}s)")
-    return record(cfg, "qat", res)
+    return Result(res, lambda r: f"float top-1 {before['top1']:.2f}% -> {after['top1']:.2f}% after fine-tuning "
+                  f"(fake-quantized validation {r['best_val_acc_fake_quant']:.2f}%, {r['seconds']:.0f}s)")
 
 
-def run_export(cfg: BuildConfig) -> dict[str, Any]:
+def run_export(ctx: Context) -> Result:
     import torch
 
     from .data import prepare, preprocess_spec
@@ -172,8 +137,7 @@ def run_export(cfg: BuildConfig) -> dict[str, Any]:
     from .export import ONNX_FILE, check_onnx, export_onnx, onnx_logits
     from .train import evaluate_logits, model_from_checkpoint
 
-    t0 = time.time()
-    cfg, ckpt = _config_from_checkpoint(cfg)
+    cfg, ckpt = ctx.cfg, ctx.ckpt
     spec = preprocess_spec(cfg)
     test = prepare(cfg, spec).test
     model = model_from_checkpoint(ckpt)
@@ -188,14 +152,12 @@ def run_export(cfg: BuildConfig) -> dict[str, Any]:
         "onnx": scores(onnx_out, test.labels, ckpt["labels"]),
         "vs_torch": check,
         "onnx_bytes": (cfg.out_dir / ONNX_FILE).stat().st_size,
-        "seconds": time.time() - t0,
     }
-    log(f"export: ONNX top-1 {res['onnx']['top1']:.2f}%, max |torch - onnx| {check['max_abs_diff']:.2e} "
-        f"(gate < {cfg.onnx_tolerance:g})")
-    return record(cfg, "export", res)
+    return Result(res, lambda r: f"ONNX top-1 {r['onnx']['top1']:.2f}%, max |torch - onnx| "
+                  f"{r['vs_torch']['max_abs_diff']:.2e} (gate < {cfg.onnx_tolerance:g})")
 
 
-def run_convert(cfg: BuildConfig) -> dict[str, Any]:
+def run_convert(ctx: Context) -> Result:
     from .convert import (
         LABELS_FILE,
         METADATA_FILE,
@@ -210,14 +172,13 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
     from .export import ONNX_FILE, onnx_logits
     from .microcode import check_tflm_ops
 
-    t0 = time.time()
-    cfg, ckpt = _config_from_checkpoint(cfg)
-    onnx_path = _require(cfg.out_dir / ONNX_FILE, "export")
+    cfg, ckpt = ctx.cfg, ctx.ckpt
+    onnx_path = cfg.out_dir / ONNX_FILE
     spec = preprocess_spec(cfg)
     prepared = prepare(cfg, spec)
     test = prepared.test
     calib = calibration_set(prepared.train.images, prepared.train.labels, cfg.calibration_images, cfg.seed)
-    log(f"convert: onnx2tf, int8 calibrated on {len(calib)} training images ...")
+    ctx.log(f"onnx2tf, int8 calibrated on {len(calib)} training images ...")
     model_bytes = onnx_to_int8(onnx_path, calib, spec)
     lite = TFLiteModel(model_bytes)
     ops = lite.ops()
@@ -237,7 +198,7 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
     float_acc = qat["float_before"]["top1"] if qat else onnx_acc
     int8 = scores(q_out.astype(np.float32), test.labels, ckpt["labels"])
     drop = float_acc - int8["top1"]
-    if drop > cfg.int8_max_drop:
+    if not INT8.holds(drop, cfg.int8_max_drop):
         hint = (
             "Try more --calibration-images, more --epochs (a model with confident outputs quantises better)"
             + (", or an arch without h-swish / squeeze-excite (mobilenet_v1, mobilenet_v2)."
@@ -268,11 +229,9 @@ def run_convert(cfg: BuildConfig) -> dict[str, Any]:
         "input": inp,
         "output": out,
         "calibration_images": int(len(calib)),
-        "seconds": time.time() - t0,
     }
-    log(f"convert: int8 top-1 {int8['top1']:.2f}% (float {float_acc:.2f}%, drop {drop:+.2f} points, "
-        f"gate <= {cfg.int8_max_drop}), {len(model_bytes):,} bytes, ops {', '.join(distinct)}")
-    return record(cfg, "convert", res)
+    return Result(res, lambda r: f"int8 top-1 {int8['top1']:.2f}% (float {float_acc:.2f}%, drop {drop:+.2f} points, "
+                  f"gate <= {cfg.int8_max_drop}), {len(model_bytes):,} bytes, ops {', '.join(distinct)}")
 
 
 def _check_model_bytes(path: Path, data: bytes, meta: dict[str, Any]) -> None:
@@ -287,7 +246,7 @@ def _check_model_bytes(path: Path, data: bytes, meta: dict[str, Any]) -> None:
                             " run `python -m pipeline convert` to write it again")
 
 
-def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
+def run_microcode(ctx: Context) -> Result:
     from .convert import METADATA_FILE, TFLITE_FILE
     from .data import prepare, preprocess_spec
     from .evaluate import TFLiteModel, TFLMModel, quantize_images, scores
@@ -307,9 +266,8 @@ def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
         write_settings_header,
     )
 
-    t0 = time.time()
-    cfg, ckpt = _config_from_checkpoint(cfg)
-    model_bytes = _require(cfg.out_dir / TFLITE_FILE, "convert").read_bytes()
+    cfg, ckpt = ctx.cfg, ctx.ckpt
+    model_bytes = (cfg.out_dir / TFLITE_FILE).read_bytes()
     meta = read_metadata(cfg.out_dir / METADATA_FILE)
     _check_model_bytes(cfg.out_dir / TFLITE_FILE, model_bytes, meta)
     lite = TFLiteModel(model_bytes)
@@ -327,19 +285,15 @@ def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
             raise GateError(f"C array check failed: {MODEL_CC} does not hold the bytes of {TFLITE_FILE}")
         measured = measure_arena(array_bytes)
         arena = arena_with_margin(measured, cfg.arena_margin)
-        write_settings_header(settings, meta, ops, arena, measured, cfg.arena_margin)
-        header_arena = int(next(
-            line.split("=")[1].strip(" ;") for line in settings.read_text().splitlines()
-            if line.startswith("constexpr int kTensorArenaSize")
-        ))
+        write_settings_header(settings, meta, ops, arena, measured, cfg.arena_margin)  # kTensorArenaSize = arena
         spec = preprocess_spec(cfg)
         test = prepare(cfg, spec).test
         q_in = quantize_images(test.images, spec, meta["input"]["scale"], meta["input"]["zero_point"])
-        tflm_out = TFLMModel(array_bytes, header_arena).run_int8(q_in)
+        tflm_out = TFLMModel(array_bytes, arena).run_int8(q_in)
         ref_out = lite.run_int8(q_in)
         check = compare_outputs(tflm_out, ref_out, cfg.tflm_max_lsb, cfg.tflm_min_agreement)
         staged.path(VECTORS_FILE).write_bytes(_npz_bytes(inputs=q_in, labels=test.labels, tflm_outputs=tflm_out))
-        meta["tflm"] = {"arena_bytes": header_arena, "arena_measured_host": measured,
+        meta["tflm"] = {"arena_bytes": arena, "arena_measured_host": measured,
                         "arena_margin": cfg.arena_margin, "ops": ops}
         write_json(staged.path(METADATA_FILE), meta)
         staged.commit()
@@ -347,15 +301,14 @@ def run_microcode(cfg: BuildConfig) -> dict[str, Any]:
         "tflm": scores(tflm_out.astype(np.float32), test.labels, ckpt["labels"]),
         "vs_int8": check,
         "arena_measured_host": measured,
-        "arena_bytes": header_arena,
+        "arena_bytes": arena,
         "arena_margin": cfg.arena_margin,
         "ops": ops,
         "array_bytes": len(array_bytes),
-        "seconds": time.time() - t0,
     }
-    log(f"microcode: TFLM top-1 {res['tflm']['top1']:.2f}%, max {check['max_lsb_diff']} LSB vs LiteRT reference, "
-        f"{check['top1_agreement']:.2f}% agreement; arena {measured:,} B measured, {header_arena:,} B in header")
-    return record(cfg, "microcode", res)
+    return Result(res, lambda r: f"TFLM top-1 {r['tflm']['top1']:.2f}%, max {check['max_lsb_diff']} LSB vs LiteRT "
+                  f"reference, {check['top1_agreement']:.2f}% agreement; arena {measured:,} B measured, "
+                  f"{arena:,} B in header")
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:
@@ -366,53 +319,28 @@ def _npz_bytes(**arrays: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def run_report(cfg: BuildConfig) -> dict[str, Any]:
+def run_report(ctx: Context) -> Result:
     from .report import write_report
 
-    cfg, ckpt = _config_from_checkpoint(cfg)
-    return write_report(cfg, ckpt)
+    return Result(write_report(ctx.cfg, ctx.ckpt))
 
 
-RUNNERS = {
-    "data": run_data,
-    "train": run_train,
-    "qat": run_qat,
-    "export": run_export,
-    "convert": run_convert,
-    "microcode": run_microcode,
-    "report": run_report,
-}
-
-
-def run_stage(stage: str, cfg: BuildConfig, **kw: Any) -> dict[str, Any]:
-    """A stage, recorded in OUT/build_state.json (pipeline/outdir.py): running, then done
-    with the inputs it was built from (rank 0 only under torchrun)."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return RUNNERS[stage](cfg, **kw)
-    with stage_run(cfg.out_dir, stage):
-        return RUNNERS[stage](cfg, **kw)
-
-
-def _convert_or_qat(cfg: BuildConfig) -> dict[str, Any]:
-    """Convert; when the int8 gate fails and --qat is auto, fine-tune with QAT and retry once."""
-    try:
-        return run_stage("convert", cfg)
-    except GateError as exc:
-        if cfg.qat != "auto" or not exc.measured or exc.measured.get("after_qat"):
-            raise
-        log(f"convert: {exc}")
-        run_stage("qat", cfg, trigger="int8 gate failed", int8_before=exc.measured)
-        run_stage("export", cfg)
-        return run_stage("convert", cfg)
-
-
-def run_build(cfg: BuildConfig) -> dict[str, Any]:
-    t0 = time.time()
-    for stage in STAGES:
-        result = _convert_or_qat(cfg) if stage == "convert" else run_stage(stage, cfg)
-        if stage == "train" and int(os.environ.get("RANK", "0")) != 0:
-            return {}  # other DDP ranks stop after training; rank 0 goes on
-        if stage == "train" and cfg.qat == "on":
-            run_stage("qat", cfg, trigger="--qat on")
-    log(f"build: done in {time.time() - t0:.0f}s -> {cfg.out_dir}/report.md")
-    return result
+# The stages in the order `build` runs them (qat runs when --qat asks for it, pipeline/runner.py).
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("data", run_data, "generate the default dataset (or scan --data) and cache the preprocessed images",
+          from_checkpoint=False),
+    Stage("train", run_train, "train the MobileNet -> build/model.pt", outputs=("model.pt",),
+          from_checkpoint=False),
+    Stage("qat", run_qat, "fine-tune build/model.pt with quantization-aware training (the float model is kept "
+          "as model_float.pt)", inputs=("model.pt",), outputs=("model.pt", FLOAT_CHECKPOINT)),
+    Stage("export", run_export, "export ONNX and check it against PyTorch -> build/model.onnx",
+          inputs=INPUTS["export"], outputs=("model.onnx",)),
+    Stage("convert", run_convert, "convert to full-int8 TFLite and check accuracy -> build/model_int8.tflite, "
+          "metadata.json", inputs=INPUTS["convert"], outputs=("model_int8.tflite", "labels.txt", "metadata.json")),
+    Stage("microcode", run_microcode, "emit the TFLM C array + model_settings.h and check them on the TFLM "
+          "runtime -> build/tflm/", inputs=INPUTS["microcode"],
+          outputs=("tflm/model_data.cc", "tflm/model_data.h", "tflm/model_settings.h", "test_vectors.npz",
+                   "metadata.json")),
+    Stage("report", run_report, "write build/report.json and build/report.md",
+          outputs=("report.json", "report.md"), record=False),
+)}

@@ -8,70 +8,100 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import PipelineError
 
+# Which stages read a setting. `build` reads them all; the stages after training take the
+# model's settings (data, arch, resolution, ...) from model.pt and only their own from here.
+DATA = ("data", "train")
+TRAIN = ("train",)
+ALL = ("data", "train", "qat", "export", "convert", "microcode", "report")
+GATE_LIMIT = ("report",)  # the report shows each gate against its limit
+
+
+def opt(default: Any, stages: tuple[str, ...], help: str | None = None, flag: str | None = None,
+        **argparse: Any) -> Any:
+    """A setting: its default, the stages that read it and, when it has a command-line option,
+    the option's help (and argparse's type, choices or action; the flag is --the-name)."""
+    return field(default=default, metadata={"stages": stages, "help": help, "flag": flag, "argparse": argparse})
+
 
 @dataclass
 class BuildConfig:
     # where things are
-    data: str | None = None  # class-folder dataset; None -> the generated default
-    out: str = "build"
+    data: str | None = opt(None, DATA, "class-folder dataset (train/ and test/ sub-folders, or one folder "
+                           "auto-split); default: the generated shapes dataset")
+    out: str = opt("build", ALL, "output directory (default: build)")
     # model: the default fits a Cortex-M4 with 256 KB RAM
-    arch: str = "mobilenet_v1"
-    width: float = 0.25
-    resolution: int = 96
-    color: str = "rgb"  # "rgb" or "gray"
+    arch: str = opt("mobilenet_v1", TRAIN,
+                    "mobilenet_v1 (default), mobilenet_v2, mobilenet_v3_small, mobilenet_v3_large")
+    width: float = opt(0.25, TRAIN, "width multiplier alpha, > 0 (default 0.25)", type=float)
+    resolution: int = opt(96, DATA, "input size in pixels, a multiple of 32 (default 96)", type=int)
+    color: str = opt("rgb", DATA, "model input colour (default rgb)", choices=["rgb", "gray"])
     # ImageNet backbone for transfer learning: a Keras .h5 file, a name such as
     # mobilenet_v1_0.25_224, "auto" (the published one for arch and width, when cached or
     # downloadable; scratch otherwise) or "none"
-    pretrained: str | None = "auto"
+    pretrained: str | None = opt("auto", TRAIN, "ImageNet backbone to start from: a Keras .h5 file, a name like "
+                                 "mobilenet_v1_0.25_224, 'auto' (default: the published one when cached or "
+                                 "downloadable) or 'none' (from scratch)")
     # training
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float | None = None  # peak; None -> 3e-3 from scratch, 1e-3 fine-tuning pretrained weights
-    weight_decay: float = 5e-5
-    label_smoothing: float = 0.1
-    val_fraction: float = 0.1
-    patience: int = 10  # early stopping: epochs without a validation score as good as the best
+    epochs: int = opt(40, TRAIN, "training epochs (default 40)", type=int)
+    batch_size: int = opt(32, TRAIN, "batch size (default 32)", type=int)
+    # peak; None -> 3e-3 from scratch, 1e-3 fine-tuning pretrained weights
+    lr: float | None = opt(None, TRAIN, "peak learning rate (default 3e-3 from scratch, 1e-3 from pretrained "
+                           "weights)", type=float)
+    weight_decay: float = opt(5e-5, TRAIN)
+    label_smoothing: float = opt(0.1, TRAIN)
+    val_fraction: float = opt(0.1, TRAIN)
+    patience: int = opt(10, TRAIN)  # early stopping: epochs without a validation score as good as the best
     # which epoch's weights are kept: "within_se", the latest whose validation top-1 is within
     # one standard error of the best so far (scores closer than that are noise on a small
     # validation split, and later epochs are further annealed); "best", the highest score
-    checkpoint: str = "within_se"
-    hflip: bool = True  # random horizontal flips (turn off when mirroring changes the class)
-    rotation: float = 12.0  # random rotation range in degrees, +-
-    color_cast: float = 0.25  # random per-channel colour gain, 1 +- this (RGB models)
+    checkpoint: str = opt("within_se", TRAIN, "epoch kept: the latest within one standard error of the best "
+                          "validation top-1 (within_se, default) or the best (best)", choices=["within_se", "best"])
+    # random horizontal flips (turn off when mirroring changes the class)
+    hflip: bool = opt(True, TRAIN, "no horizontal flips in augmentation (when mirroring changes the class)",
+                      flag="--no-hflip", action="store_const", const=False)
+    rotation: float = opt(12.0, TRAIN, "random rotation in augmentation, +- degrees (default 12)", type=float)
+    # random per-channel colour gain, 1 +- this (RGB models)
+    color_cast: float = opt(0.25, TRAIN, "random per-channel colour gain in augmentation, 1 +- this "
+                            "(default 0.25; 0 for none)", type=float)
     # training images are decoded at this multiple of the resolution, so that random crops and
     # rotations resample real detail, and each step resamples them to the input size (1: at it;
     # 1.5 with ema 0.998 narrows rps's seed spread but does not raise its mean, see README)
-    train_scale: float = 1.0
+    train_scale: float = opt(1.0, DATA, "decode training images at this multiple of the resolution for "
+                             "augmentation (default 1; try 1.5)", type=float)
     # per-step decay of the weights' moving average, which is then validated and saved (0: off);
     # ramped as (1 + t) / (10 + t), which stays below 0.998 for the first ~4,500 steps
-    ema: float = 0.0
-    seed: int = 0
-    resume: bool = False  # continue an interrupted training run from train_state.pt
+    ema: float = opt(0.0, TRAIN, "decay of the weights' moving average per step, validated and saved instead "
+                     "of the last weights (default 0: off; try 0.998)", type=float)
+    seed: int = opt(0, DATA, "seed for data generation, splits and training (default 0)", type=int)
+    # continue an interrupted training run from train_state.pt
+    resume: bool = opt(False, TRAIN, "continue an interrupted training run", action="store_const", const=True)
     # datasets
-    test_fraction: float = 0.2  # only for a single folder without a train/test split
-    min_images_per_class: int = 5
-    max_bad_fraction: float = 0.05  # unreadable images tolerated (skipped and counted)
-    generated_train_per_class: int = 300
-    generated_test_per_class: int = 60
+    test_fraction: float = opt(0.2, DATA)  # only for a single folder without a train/test split
+    min_images_per_class: int = opt(5, DATA)
+    max_bad_fraction: float = opt(0.05, DATA)  # unreadable images tolerated (skipped and counted)
+    generated_train_per_class: int = opt(300, DATA)
+    generated_test_per_class: int = opt(60, DATA)
     # conversion
-    calibration_images: int = 200
+    calibration_images: int = opt(200, ("convert",), "training images used to calibrate int8 (default 200)",
+                                  type=int)
     # quantization-aware fine-tuning (pipeline/qat.py): "auto" runs it when the int8 gate
-    # fails, "on" always after training, "off" never
-    qat: str = "auto"
-    qat_epochs: int = 8
-    qat_lr: float | None = None  # peak learning rate; None -> lr / 10
-    # gates
-    onnx_tolerance: float = 1e-4  # max |torch - onnx| over the logits
-    int8_max_drop: float = 1.0  # points of top-1, float -> int8
-    tflm_max_lsb: int = 1  # TFLM vs LiteRT reference kernels, int8 output steps
-    tflm_min_agreement: float = 99.5  # % top-1 agreement TFLM vs LiteRT
-    arena_margin: float = 0.10  # added to the host-measured arena for 32-bit targets
+    # fails, "on" always after training, "off" never (read by `build`, which runs the stages)
+    qat: str = opt("auto", (), "quantization-aware fine-tuning: 'auto' (default) when the int8 gate fails, "
+                   "'on' always, 'off' never", choices=["auto", "on", "off"])
+    qat_epochs: int = opt(8, ("qat",), "epochs of quantization-aware fine-tuning (default 8)", type=int)
+    qat_lr: float | None = opt(None, ("qat",))  # peak learning rate; None -> lr / 10
+    # gates (pipeline/gates.py)
+    onnx_tolerance: float = opt(1e-4, ("export", *GATE_LIMIT))  # max |torch - onnx| over the logits
+    int8_max_drop: float = opt(1.0, ("convert", *GATE_LIMIT))  # points of top-1, float -> int8
+    tflm_max_lsb: int = opt(1, ("microcode", *GATE_LIMIT))  # TFLM vs LiteRT reference kernels, int8 output steps
+    tflm_min_agreement: float = opt(99.5, ("microcode", *GATE_LIMIT))  # % top-1 agreement TFLM vs LiteRT
+    arena_margin: float = opt(0.10, ("microcode",))  # added to the host-measured arena for 32-bit targets
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -138,6 +168,23 @@ class BuildConfig:
 
 def field_names() -> set[str]:
     return {f.name for f in fields(BuildConfig)}
+
+
+def settings() -> tuple[Field, ...]:
+    """Every setting, with its metadata: "stages" (which read it), "help", "flag", "argparse"."""
+    return fields(BuildConfig)
+
+
+def stage_reads(stage: str) -> tuple[str, ...]:
+    """The settings a stage reads (`build`: all of them)."""
+    return tuple(f.name for f in fields(BuildConfig) if stage == "build" or stage in f.metadata["stages"])
+
+
+def option_flag(f: Field) -> str | None:
+    """A setting's command-line option, or None when only a --config file sets it."""
+    if f.metadata["help"] is None:
+        return None
+    return f.metadata["flag"] or "--" + f.name.replace("_", "-")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .errors import GateError, PipelineError
+from .gates import ONNX
 from .util import atomic_write_bytes
 
 ONNX_FILE = "model.onnx"
@@ -72,7 +73,7 @@ def onnx_logits(path: str | Path, x_nchw: np.ndarray, batch: int = 128) -> np.nd
 def check_onnx(torch_logits: np.ndarray, onnx_out: np.ndarray, tolerance: float) -> dict[str, Any]:
     diff = float(np.max(np.abs(torch_logits - onnx_out))) if len(onnx_out) else 0.0
     agree = float((torch_logits.argmax(1) == onnx_out.argmax(1)).mean() * 100)
-    if not diff < tolerance:
+    if not ONNX.holds(diff, tolerance):
         raise GateError(
             f"ONNX gate failed: max |torch - onnx| = {diff:.3g} over the logits, limit {tolerance:g}. "
             "Try a different opset or report the model settings; the ONNX file was not kept."

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import GateError, PipelineError
+from .gates import TFLM_AGREEMENT, TFLM_LSB
 from .util import atomic_write_text
 
 TFLM_DIR = "tflm"
@@ -254,7 +255,7 @@ def compare_outputs(tflm: np.ndarray, ref: np.ndarray, max_lsb: int, min_agreeme
         "bit_exact": max_diff == 0,
         "top1_agreement": agree,
     }
-    if max_diff > max_lsb or agree < min_agreement:
+    if not (TFLM_LSB.holds(max_diff, max_lsb) and TFLM_AGREEMENT.holds(agree, min_agreement)):
         raise GateError(
             f"TFLM gate failed: TFLM vs LiteRT reference kernels differ by up to {max_diff} LSB "
             f"(limit {max_lsb}) with {agree:.2f}% top-1 agreement (need {min_agreement}%). "

@@ -15,7 +15,9 @@ import numpy as np
 from . import __version__
 from .config import BuildConfig
 from .errors import PipelineError
+from .gates import rows as gate_rows
 from .outdir import status
+from .stage import load_result
 from .util import atomic_write_text, write_json
 
 
@@ -89,8 +91,6 @@ def _plots(out: Path, stages: dict[str, Any], history: list[dict[str, float]], l
 
 
 def write_report(cfg: BuildConfig, ckpt: dict[str, Any]) -> dict[str, Any]:
-    from .build import load_result
-
     out = cfg.out_dir
     results = {s: load_result(out, s) for s in ("data", "train", "export", "convert", "microcode")}
     missing = [s for s, r in results.items() if r is None and s != "data"]
@@ -106,16 +106,7 @@ def write_report(cfg: BuildConfig, ckpt: dict[str, Any]) -> dict[str, Any]:
         "int8_tflite": {**conv["int8"], "vs_previous": conv["vs_onnx"]},
         "tflm": {**micro["tflm"], "vs_previous": micro["vs_int8"]},
     }
-    gates = [
-        {"stage": "onnx", "check": "max abs(torch - onnx) logits", "value": export["vs_torch"]["max_abs_diff"],
-         "limit": cfg.onnx_tolerance, "passed": export["vs_torch"]["max_abs_diff"] < cfg.onnx_tolerance},
-        {"stage": "int8_tflite", "check": "top-1 drop vs float (points)", "value": conv["vs_float"]["top1_drop"],
-         "limit": cfg.int8_max_drop, "passed": conv["vs_float"]["top1_drop"] <= cfg.int8_max_drop},
-        {"stage": "tflm", "check": "max abs(TFLM - LiteRT ref) (LSB)", "value": micro["vs_int8"]["max_lsb_diff"],
-         "limit": cfg.tflm_max_lsb, "passed": micro["vs_int8"]["max_lsb_diff"] <= cfg.tflm_max_lsb},
-        {"stage": "tflm", "check": "top-1 agreement vs LiteRT ref (%)", "value": micro["vs_int8"]["top1_agreement"],
-         "limit": cfg.tflm_min_agreement, "passed": micro["vs_int8"]["top1_agreement"] >= cfg.tflm_min_agreement},
-    ]
+    gates = gate_rows(results, cfg)
     timings = {s: round(r["seconds"], 2) for s, r in results.items() if r is not None}
     if qat:
         timings = {**{k: v for k, v in timings.items() if k in ("data", "train")}, "qat": round(qat["seconds"], 2),

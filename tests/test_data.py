@@ -149,6 +149,9 @@ def test_cli_bad_input_is_one_line_error_without_traceback(tmp_path: Path, args:
 
 
 def test_cli_help_for_every_stage() -> None:
-    for stage in ("train", "export", "convert", "microcode", "report", "build", "data"):
+    """Each stage lists the options it reads (tests/test_pipeline_units.py checks every one)."""
+    for stage in ("train", "export", "convert", "microcode", "report", "build", "data", "qat"):
         proc = run_pipeline(stage, "--help")
-        assert "--data" in proc.stdout and "--arch" in proc.stdout
+        assert "--out" in proc.stdout and "--config" in proc.stdout
+        assert ("--arch" in proc.stdout) == (stage in ("train", "build"))
+        assert ("--data" in proc.stdout) == (stage in ("data", "train", "build"))

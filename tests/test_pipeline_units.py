@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pipeline.config import BuildConfig, make_config
+from pipeline import gates
+from pipeline.build import STAGES
+from pipeline.config import BuildConfig, make_config, option_flag, settings, stage_reads
 from pipeline.convert import build_metadata, calibration_set, tensor_facts
 from pipeline.errors import GateError, PipelineError
 from pipeline.export import check_onnx
@@ -182,3 +186,128 @@ def test_render_markdown_stale_and_qat() -> None:
     md = render_markdown(_report(stale={"convert": "convert's input model.onnx changed"}, qat=qat))
     assert "**Not current: convert's input model.onnx changed.**" in md
     assert "int8 70.00% with post-training quantization alone, 80.50% after QAT." in md
+
+
+# ------------------------------------------------------------------------------ stages and their options
+
+
+def _help_options(stage: str) -> set[str]:
+    from pipeline.__main__ import parser
+
+    sub = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {o for a in sub.choices[stage]._actions if a.help != argparse.SUPPRESS for o in a.option_strings}
+
+
+@pytest.mark.parametrize("stage", [*STAGES, "build"])
+def test_each_stage_lists_only_the_options_it_reads(stage: str) -> None:
+    want = {option_flag(f) for f in settings() if f.name in stage_reads(stage)} - {None}
+    assert _help_options(stage) == {"-h", "--help", "--config", *want}
+
+
+def test_stage_options() -> None:
+    assert _help_options("convert") == {"-h", "--help", "--config", "--out", "--calibration-images"}
+    assert {"--data", "--arch", "--epochs", "--no-hflip", "--resume"} <= _help_options("train")
+    assert "--qat" not in _help_options("train") and "--qat" in _help_options("build")
+    assert _help_options("qat") == {"-h", "--help", "--config", "--out", "--qat-epochs"}
+
+
+def test_other_stages_options_are_accepted_and_ignored() -> None:
+    from pipeline.__main__ import parser
+
+    args = parser().parse_args(["convert", "--epochs", "3", "--calibration-images", "50"])
+    assert args.calibration_images == 50 and args.epochs == 3  # the runner keeps only convert's
+
+
+def test_every_setting_names_real_stages() -> None:
+    for f in settings():
+        assert set(f.metadata["stages"]) <= set(STAGES), f.name
+        assert f.metadata["help"] is None or option_flag(f).startswith("--")
+
+
+def test_later_stages_take_the_models_settings_and_their_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import train
+    from pipeline.runner import config_from_checkpoint
+
+    trained = BuildConfig(out="old", arch="mobilenet_v2", calibration_images=7, epochs=3).to_dict()
+    monkeypatch.setattr(train, "load_checkpoint", lambda out: {"config": trained})
+    cfg, _ = config_from_checkpoint(BuildConfig(out=str(tmp_path), arch="mobilenet_v1", calibration_images=50,
+                                                epochs=9, arena_margin=0.5), STAGES["convert"])
+    assert (cfg.out, cfg.arch, cfg.epochs, cfg.calibration_images) == (str(tmp_path), "mobilenet_v2", 3, 50)
+    assert cfg.arena_margin == 0.1  # microcode's setting: the trained model's
+
+
+def test_a_stage_file_names_the_stage_that_writes_it() -> None:
+    from pipeline.runner import PRODUCER
+
+    assert PRODUCER["model.pt"] == "train" and PRODUCER["model.onnx"] == "export"
+    assert PRODUCER["model_int8.tflite"] == "convert"
+    for s in STAGES.values():
+        assert all(f in PRODUCER for f in s.inputs), s.name
+
+
+# ------------------------------------------------------------------------------ gates
+
+
+def test_gates_are_the_reports_rows() -> None:
+    cfg = BuildConfig()
+    results = {"export": {"vs_torch": {"max_abs_diff": 1e-4}}, "convert": {"vs_float": {"top1_drop": 1.0}},
+               "microcode": {"vs_int8": {"max_lsb_diff": 2, "top1_agreement": 99.5}}}
+    got = gates.rows(results, cfg)
+    assert [(r["stage"], r["passed"]) for r in got] == [("onnx", False), ("int8_tflite", True), ("tflm", False),
+                                                         ("tflm", True)]
+    assert [g["limit"] for g in got] == [1e-4, 1.0, 1, 99.5]
+    assert [g["check"] for g in gates.failed("microcode", results["microcode"], cfg)] == [gates.TFLM_LSB.check]
+    assert not gates.ONNX.holds(float("nan"), 1.0) and not gates.TFLM_AGREEMENT.holds(float("nan"), 1.0)
+
+
+def test_runner_checks_a_stages_gates_and_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import runner
+    from pipeline.stage import Result, Stage, load_result
+
+    monkeypatch.setattr(runner, "stage_run", lambda out, name: contextlib.nullcontext())
+    seen = []
+
+    def run(ctx: object, lsb: int = 0) -> Result:
+        seen.append(ctx)
+        return Result({"vs_int8": {"max_lsb_diff": lsb, "top1_agreement": 100.0}}, lambda r: f"{r['seconds']:.0f}s")
+
+    stage = Stage("microcode", run, "test", from_checkpoint=False)
+    monkeypatch.setitem(runner.STAGES, "microcode", stage)
+    cfg = BuildConfig(out=str(tmp_path))
+    got = runner.run_stage("microcode", cfg)
+    assert got["seconds"] >= 0 and load_result(tmp_path, "microcode") == got
+    assert seen[0].cfg is cfg and seen[0].stage == "microcode"
+    (tmp_path / "results" / "microcode.json").unlink()
+    with pytest.raises(GateError, match="microcode gate failed"):
+        runner.run_stage("microcode", cfg, lsb=5)
+    assert load_result(tmp_path, "microcode") is None  # a failed gate records nothing
+
+
+def test_no_import_cycle_in_pipeline() -> None:
+    """No module of pipeline/ imports one that imports it back (module-level or in a function)."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "pipeline"
+    graph: dict[str, set[str]] = {}
+    for f in root.rglob("*.py"):
+        mod = ".".join(f.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+        pkg = mod if f.name == "__init__.py" else mod.rpartition(".")[0]
+        deps = graph.setdefault(mod, set())
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = pkg.rsplit(".", node.level - 1)[0] if node.level > 1 else pkg
+                target = f"{base}.{node.module}" if node.module else base
+                deps.add(target)
+                deps.update(f"{target}.{a.name}" for a in node.names)
+    graph = {m: {d for d in ds if d in graph and d != m} for m, ds in graph.items()}
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for d in graph[todo.pop()] - seen:
+                seen.add(d)
+                todo.append(d)
+        return seen
+
+    cycles = sorted(m for m in graph if m in reach(m))
+    assert not cycles, cycles
