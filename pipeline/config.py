@@ -238,3 +238,13 @@ def make_config(file: str | None = None, **overrides: Any) -> BuildConfig:
     cfg = BuildConfig(**values)
     cfg.validate()
     return cfg
+
+
+def options_markdown() -> str:
+    """README's table of settings ("The pipeline CLI"), from the fields above; a test checks it."""
+    rows = ["| setting | option | default | read by |", "|---|---|---|---|"]
+    for f in settings():
+        stages = {ALL: "every stage", (): "build"}.get(f.metadata["stages"], ", ".join(f.metadata["stages"]))
+        rows.append(f"| `{f.name}` | {f'`{option_flag(f)}`' if option_flag(f) else '(config file)'} "
+                    f"| `{f.default!r}` | {stages} |")
+    return "\n".join(rows) + "\n"

@@ -311,3 +311,12 @@ def test_no_import_cycle_in_pipeline() -> None:
 
     cycles = sorted(m for m in graph if m in reach(m))
     assert not cycles, cycles
+
+
+def test_readme_settings_table_is_generated_from_the_config() -> None:
+    from pipeline.config import options_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("<!-- settings table:")
+    table = readme[readme.index("\n", start) + 1:readme.index("<!-- end of settings table -->")]
+    assert table == options_markdown(), "README's settings table is stale: paste pipeline.config.options_markdown()"
