@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pipeline import firmware_env
+
 from . import __version__
 from .models import ARCHS, Int8Model, keras_native, op_counts, ours
 from .render import render
@@ -209,9 +211,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         tflm = tflm_dir()
         commit = _git_head(tflm) if tflm else None
         for board in used:
-            from .sections import _board_var
-
-            machines[f"qemu-{board}"] = qemu_machine(board, _board_var(board, "BOARD_TARGET_ARCH"), commit)
+            facts = firmware_env.board(board)
+            machines[f"qemu-{board}"] = qemu_machine(board, facts.cpu if facts else None, commit)
     else:
         sections["firmware"] = skipped("left out (--skip)")
 

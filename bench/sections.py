@@ -4,7 +4,6 @@ rows, or `skipped` with the reason it could not be measured here."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -270,33 +269,16 @@ def device_section(out: Path, seconds: float, rounds: int) -> dict[str, Any]:
 # Firmware: instructions per inference under QEMU (firmware/tools/measure.py).
 
 
-def _board_var(board: str, var: str) -> str | None:
-    mk = ROOT / "firmware" / "boards" / f"{board}.mk"
-    if not mk.is_file():
-        return None
-    m = re.search(rf"^{var}\s*:?=\s*(.+)$", mk.read_text(), re.M)
-    return m.group(1).strip() if m else None
-
-
-def _arch_var(board: str, var: str) -> str | None:
-    """A variable of the board's architecture (boards/common/arch-*.mk, which its .mk includes)."""
-    mk = ROOT / "firmware" / "boards" / f"{board}.mk"
-    m = re.search(r"^include \$\(FW_DIR\)/(boards/common/arch-[\w-]+\.mk)", mk.read_text(), re.M) if mk.is_file() else None
-    arch = ROOT / "firmware" / m.group(1) if m else None
-    v = re.search(rf"^{var}\s*:?=\s*(.+)$", arch.read_text(), re.M) if arch and arch.is_file() else None
-    return v.group(1).strip() if v else None
-
-
 def board_kernels(board: str) -> str:
     """The board's optimised kernel set, the first of FW_ARCH_KERNELS: cmsis_nn on Cortex-M, esp_nn on RV32."""
-    return (_arch_var(board, "FW_ARCH_KERNELS") or "cmsis_nn").split()[0]
+    b = firmware_env.board(board)
+    return b.optimized_kernels if b else "cmsis_nn"
 
 
 def board_tools_missing(board: str) -> str | None:
     """The board's cross compiler or QEMU when missing (with the packages), else None."""
-    tools = (((_arch_var(board, "FW_ARCH_CROSS") or "") + "g++", _arch_var(board, "FW_ARCH_PACKAGES") or ""),
-             (_arch_var(board, "FW_ARCH_QEMU") or "", _arch_var(board, "FW_ARCH_QEMU_PACKAGE") or ""))
-    return firmware_env.missing_tools(tuple(t for t in tools if t[0] and t[0] != "g++"))
+    b = firmware_env.board(board)
+    return firmware_env.missing_tools(b.tools) if b else f"no board {board} (firmware/boards/{board}.mk)"
 
 
 def tflm_dir() -> Path | None:
@@ -314,25 +296,13 @@ def firmware_unavailable(out: Path) -> str | None:
     return None
 
 
-ROW = re.compile(r"^\|\s*(?P<name>[^|]+?)\s*\|\s*(?P<kernels>[^|]+?)\s*\|(?P<rest>.*)\|\s*$")
-
-
-def parse_measure_rows(text: str) -> list[dict[str, Any]]:
-    """measure.py's Markdown rows -> dicts (a failed run keeps its message)."""
-    rows = []
-    for line in text.splitlines():
-        m = ROW.match(line)
-        if not m or m["name"] in ("model", "---") or m["name"].startswith("-"):
-            continue
-        cells = [c.strip() for c in m["rest"].split("|")]
-        if cells and cells[0].startswith("run failed"):
-            rows.append({"kernels": m["kernels"], "failed": cells[0]})
-            continue
-        num = [int(c.split()[0].replace(",", "")) for c in cells[:7]]
-        rows.append({"kernels": m["kernels"], "text": num[0], "text_without_vectors": num[1], "data": num[2],
-                     "bss": num[3], "arena_used_bytes": num[4], "instructions_per_inference": num[5],
-                     "mismatched_outputs": num[6]})
-    return rows
+def measure_rows(stdout: str) -> list[dict[str, Any]]:
+    """`measure.py --json`'s rows (a failed run keeps its message); none when it printed no JSON."""
+    try:
+        rows = json.loads(stdout)
+    except json.JSONDecodeError:
+        return []
+    return [{k: v for k, v in r.items() if k not in ("name", "arena_bytes")} for r in rows if isinstance(r, dict)]
 
 
 def firmware_section(out: Path, boards: list[str], vectors: int, timeout_s: int) -> tuple[dict[str, Any], list[str]]:
@@ -342,7 +312,8 @@ def firmware_section(out: Path, boards: list[str], vectors: int, timeout_s: int)
     rows: list[dict[str, Any]] = []
     machines = []
     for board in boards:
-        if _board_var(board, "BOARD_QEMU_MACHINE") is None:
+        facts = firmware_env.board(board)
+        if facts is None or not facts.qemu_machine:
             rows.append({"board": board, "machine": None, "skipped": f"{board} is not a QEMU board"})
             continue
         missing = board_tools_missing(board)
@@ -350,7 +321,7 @@ def firmware_section(out: Path, boards: list[str], vectors: int, timeout_s: int)
             rows.append({"board": board, "machine": None, "skipped": missing})
             continue
         opt = board_kernels(board)
-        cmd = [sys.executable, "firmware/tools/measure.py", "--board", board, "--kernels", "reference", opt,
+        cmd = [sys.executable, "firmware/tools/measure.py", "--json", "--board", board, "--kernels", "reference", opt,
                "--out", str(out), "--vectors", str(vectors), f"default={out}"]
         try:
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
@@ -360,7 +331,7 @@ def firmware_section(out: Path, boards: list[str], vectors: int, timeout_s: int)
             machines.append(board)
             continue
         machines.append(board)
-        parsed = parse_measure_rows(proc.stdout)
+        parsed = measure_rows(proc.stdout)
         if not parsed:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             rows.append({"board": board, "machine": f"qemu-{board}", "skipped": f"measure.py: {tail[0]}"})
@@ -369,7 +340,7 @@ def firmware_section(out: Path, boards: list[str], vectors: int, timeout_s: int)
         ref, cm = by_k.get("reference", {}), by_k.get(opt, {})
         # The optimised set under its own name (cmsis_nn, esp_nn) and "optimized_kernels" naming it.
         row: dict[str, Any] = {"board": board, "machine": f"qemu-{board}", "optimized_kernels": opt,
-                               "cpu": _board_var(board, "BOARD_TARGET_ARCH"), "reference": ref, opt: cm}
+                               "cpu": facts.cpu, "reference": ref, opt: cm}
         ri, ci = ref.get("instructions_per_inference"), cm.get("instructions_per_inference")
         if ri and ci:
             row[f"speedup_{opt}"] = round(ri / ci, 2)

@@ -55,7 +55,7 @@ tflm-dir:
 
 # Any of these variables as this make resolves it (tests ask: make fw-var-ESP_NN_DIR).
 fw-var-%:
-	@echo $($*)
+	$(info $($*))@:
 
 firmware-check:
 	@test -f $(FW_DIR)/boards/$(BOARD).mk || { echo "error: unknown BOARD=$(BOARD); boards: $(FW_BOARDS)"; exit 1; }

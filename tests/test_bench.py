@@ -69,21 +69,37 @@ def test_paired_ratio_is_round_by_round() -> None:
         paired_ratio([1.0], [1.0, 2.0])
 
 
-MEASURE_OUT = """\
-| model | kernels | text | text w/o test vectors | data | bss | arena used | instructions / inference | mismatches |
-|---|---|---:|---:|---:|---:|---:|---:|---:|
-| default | reference | 642860 | 366320 | 1416 | 122416 | 100468 (of 113760) | 552,702,472 | 0 |
-| default | cmsis_nn | run failed (2) | | | | | | |
-"""
+MEASURE_OUT = json.dumps([
+    {"name": "default", "kernels": "reference", "text": 642860, "text_without_vectors": 366320, "data": 1416,
+     "bss": 122416, "arena_used_bytes": 100468, "arena_bytes": 113760, "instructions_per_inference": 552702472,
+     "mismatched_outputs": 0},
+    {"name": "default", "kernels": "cmsis_nn", "failed": "run failed (2)"},
+])
 
 
-def test_parse_measure_rows() -> None:
-    rows = sections.parse_measure_rows(MEASURE_OUT)
+def test_measure_rows() -> None:
+    """measure.py --json's rows, as the bench report keeps them."""
+    rows = sections.measure_rows(MEASURE_OUT)
     assert rows == [
         {"kernels": "reference", "text": 642860, "text_without_vectors": 366320, "data": 1416, "bss": 122416,
          "arena_used_bytes": 100468, "instructions_per_inference": 552702472, "mismatched_outputs": 0},
         {"kernels": "cmsis_nn", "failed": "run failed (2)"},
     ]
+    assert sections.measure_rows("make: *** error") == []
+
+
+def test_board_facts_come_from_the_firmware_build() -> None:
+    from pipeline.firmware_env import board, board_names
+
+    assert {"mps2-an386", "rv32imc-virt", "nucleo-l4r5zi"} <= set(board_names())
+    m4, rv = board("mps2-an386"), board("rv32imc-virt")
+    assert (m4.cpu, m4.qemu_machine, m4.arch, m4.optimized_kernels) == ("cortex-m4+fp", "mps2-an386", "cortex-m", "cmsis_nn")
+    assert (rv.arch, rv.optimized_kernels, rv.qemu, rv.cross) == ("rv32", "esp_nn", "qemu-system-riscv32",
+                                                                  "riscv64-unknown-elf-")
+    assert "(" in rv.desc  # a value the shell would choke on comes through whole
+    assert board("nucleo-l4r5zi").qemu_machine == "" and board("no-such-board") is None
+    assert sections.board_kernels("rv32imc-virt") == "esp_nn"
+    assert [t for t, _ in m4.tools] == ["arm-none-eabi-g++", "qemu-system-arm"]
 
 
 def test_skipped_rows_carry_their_reason(tmp_path: Path) -> None:

@@ -25,6 +25,8 @@ import numpy as np
 import pytest
 from test_firmware_qemu import assert_bit_exact, parse, settings_value
 
+from pipeline.firmware_env import make_vars
+
 ROOT = Path(__file__).resolve().parents[1]
 BOARD = "rv32imc-virt"
 PACKAGES = ("gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf libstdc++-arm-none-eabi-newlib "
@@ -35,10 +37,8 @@ PUBLISHED_C3_SPEEDUP = 3355 / 426
 
 def _dir_of(var: str) -> Path | None:
     """TFLM_DIR / ESP_NN_DIR / ESP_TFLM_DIR as firmware.mk resolves them."""
-    p = subprocess.run(["make", "--no-print-directory", "-s", f"fw-var-{var}"], cwd=ROOT,
-                       capture_output=True, text=True)
-    val = p.stdout.strip()
-    return Path(val) if p.returncode == 0 and val else None
+    val = (make_vars((var,)) or {}).get(var)
+    return Path(val) if val else None
 
 
 def _missing() -> str | None:

@@ -8,12 +8,16 @@ For each model directory (tflm/ + test_vectors.npz, as `make` or tools/tflm_mode
 them) and each kernel set: `make run-qemu`, then a Markdown table row with text / data / bss
 of the ELF (text also without the embedded test vectors), the arena the firmware reports
 (`arena_used_bytes`, measured on the target), the mean instructions per inference, and the
-number of outputs that differ from the host tflite-micro runtime.
+number of outputs that differ from the host tflite-micro runtime. `--json`: the rows as a JSON
+list instead (what `python -m bench` reads), each {"name", "kernels", "text",
+"text_without_vectors", "data", "bss", "arena_used_bytes", "arena_bytes",
+"instructions_per_inference", "mismatched_outputs"}, or {"name", "kernels", "failed"}.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -45,9 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernels", nargs="+", default=["cmsis_nn", "reference"])
     ap.add_argument("--out", default="build")
     ap.add_argument("--vectors", type=int, default=3)
+    ap.add_argument("--json", action="store_true", help="print the rows as JSON instead of a Markdown table")
     a = ap.parse_args(argv)
-    print("| model | kernels | text | text w/o test vectors | data | bss | arena used | instructions / inference | mismatches |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    if not a.json:
+        print("| model | kernels | text | text w/o test vectors | data | bss | arena used | instructions / inference "
+              "| mismatches |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    rows = []
     status = 0
     for spec in a.models:
         name, _, model_dir = spec.partition("=")
@@ -67,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             m_instr = re.search(r"instructions_per_inference mean (\d+)", text)
             m_mis = re.search(r"mismatched_outputs (\d+)", text)
             if not (m_arena and m_instr and m_mis) or p.returncode != 0:
-                print(f"| {name} | {k} | run failed ({p.returncode}) | | | | | | |")
+                rows.append({"name": name, "kernels": k, "failed": f"run failed ({p.returncode})"})
+                if not a.json:
+                    print(f"| {name} | {k} | run failed ({p.returncode}) | | | | | | |")
                 sys.stderr.write(text[-3000:] + p.stderr[-3000:])
                 status = 1
                 continue
@@ -75,8 +85,14 @@ def main(argv: list[str] | None = None) -> int:
                                   capture_output=True, text=True).stdout.splitlines()[1].split()
             t, d, b = map(int, size[:3])
             vec = sum(v for s, v in nm_sizes(build / "firmware.elf").items() if s.startswith("g_test_vector_"))
-            print(f"| {name} | {k} | {t} | {t - vec} | {d} | {b} | {m_arena[1]} (of {m_arena[2]}) | "
-                  f"{int(m_instr[1]):,} | {m_mis[1]} |", flush=True)
+            rows.append({"name": name, "kernels": k, "text": t, "text_without_vectors": t - vec, "data": d, "bss": b,
+                         "arena_used_bytes": int(m_arena[1]), "arena_bytes": int(m_arena[2]),
+                         "instructions_per_inference": int(m_instr[1]), "mismatched_outputs": int(m_mis[1])})
+            if not a.json:
+                print(f"| {name} | {k} | {t} | {t - vec} | {d} | {b} | {m_arena[1]} (of {m_arena[2]}) | "
+                      f"{int(m_instr[1]):,} | {m_mis[1]} |", flush=True)
+    if a.json:
+        print(json.dumps(rows, indent=1))
     return status
 
 
