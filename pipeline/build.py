@@ -57,9 +57,11 @@ def run_data(ctx: Context) -> Result:
 def run_train(ctx: Context) -> Result | None:
     import torch
 
+    from .checkpoint import model_from_checkpoint
     from .data import preprocess_spec
+    from .distributed import dist_info, prepare_once
     from .evaluate import scores
-    from .train import dist_info, evaluate_logits, model_from_checkpoint, prepare_once, train
+    from .train import evaluate_logits, train
 
     cfg = ctx.cfg
     rank, world = dist_info()
@@ -91,9 +93,10 @@ def run_qat(ctx: Context, trigger: str = "requested", int8_before: dict[str, Any
     """
     import torch
 
+    from .checkpoint import CHECKPOINT, CHECKPOINT_KEYS, load_torch_file, model_from_checkpoint
     from .data import prepare, preprocess_spec
     from .evaluate import scores
-    from .train import CHECKPOINT, CHECKPOINT_KEYS, evaluate_logits, load_torch_file, model_from_checkpoint, train
+    from .train import evaluate_logits, train_qat
 
     cfg, ckpt, out = ctx.cfg, ctx.ckpt, ctx.out
     if ckpt.get("qat"):
@@ -112,7 +115,7 @@ def run_qat(ctx: Context, trigger: str = "requested", int8_before: dict[str, Any
     before = top1(ckpt)
     ctx.log(f"{cfg.qat_epochs} epochs of quantization-aware fine-tuning ({trigger}), "
             f"from float top-1 {before['top1']:.2f}%")
-    qckpt = train(cfg, prepared, qat_from=ckpt)
+    qckpt = train_qat(cfg, prepared, ckpt)
     after = top1(qckpt)
     res = {
         "trigger": trigger,
@@ -132,10 +135,11 @@ def run_qat(ctx: Context, trigger: str = "requested", int8_before: dict[str, Any
 def run_export(ctx: Context) -> Result:
     import torch
 
+    from .checkpoint import model_from_checkpoint
     from .data import prepare, preprocess_spec
     from .evaluate import nchw_float, scores
     from .export import ONNX_FILE, check_onnx, export_onnx, onnx_logits
-    from .train import evaluate_logits, model_from_checkpoint
+    from .train import evaluate_logits
 
     cfg, ckpt = ctx.cfg, ctx.ckpt
     spec = preprocess_spec(cfg)

@@ -22,8 +22,8 @@ from .util import atomic_write_text, write_json
 
 
 def _model_facts(cfg: BuildConfig, ckpt: dict[str, Any], conv: dict[str, Any], micro: dict[str, Any]) -> dict[str, Any]:
+    from .checkpoint import model_from_checkpoint
     from .models.stats import count_macs, count_params
-    from .train import model_from_checkpoint
 
     model = model_from_checkpoint(ckpt)
     return {

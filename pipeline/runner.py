@@ -29,7 +29,7 @@ def rank() -> int:
 def config_from_checkpoint(cfg: BuildConfig, stage: Stage) -> tuple[BuildConfig, dict[str, Any]]:
     """Later stages use the settings the model was trained with (data, arch, resolution), and
     their own settings (the ones they read, pipeline/config.py) from this run."""
-    from .train import load_checkpoint
+    from .checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(cfg.out_dir)
     merged = {**ckpt["config"], **{k: getattr(cfg, k) for k in stage.reads}}

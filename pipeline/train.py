@@ -1,14 +1,17 @@
-"""Stage 1: train a width-scaled MobileNet -> build/model.pt.
+"""Stage 1: train a width-scaled MobileNet -> build/model.pt; and the quantization-aware
+fine-tuning of a trained one (pipeline/qat.py). Both run one loop, `fit`: `train_one_epoch`,
+validate, keep an epoch's weights (pipeline/checkpoint.py), save the state to resume from.
 
 The same command trains on one CPU, one CUDA GPU, or many processes under `torchrun`
-(PyTorch DDP: gloo on CPU, NCCL on GPUs); each process takes its shard of every epoch.
+(pipeline/distributed.py); each process takes its shard of every epoch.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,173 +20,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed
+from .augment import to_input, training_batch
+from .checkpoint import CHECKPOINT, QAT_STATE, TRAIN_STATE, keeps, load_torch_file, save, train_signature
 from .config import BuildConfig
-from .data import Prepared, prepare, preprocess_spec, source_group, stratified_indices
+from .data import Prepared, preprocess_spec, source_group, stratified_indices
 from .errors import PipelineError
 from .models import build_model
 from .preprocess import Preprocess
-from .util import atomic_write_bytes, log
+from .util import log
 
-CHECKPOINT = "model.pt"
-TRAIN_STATE = "train_state.pt"
-QAT_STATE = "qat_state.pt"
 LR_SCRATCH = 3e-3  # peak learning rates when --lr is not given
 LR_PRETRAINED = 1e-3  # fine-tuning an ImageNet backbone: lower, so that it is not unlearned
-
-
-# ----------------------------------------------------------------------------------------
-# Distributed helpers (no-ops in a single process).
-
-
-def dist_info() -> tuple[int, int]:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-            dist.init_process_group(backend)
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-class GlobalBatchNorm(nn.BatchNorm2d):
-    """BatchNorm whose training statistics span the global batch of all DDP processes.
-
-    PyTorch's SyncBatchNorm runs on GPUs only; this one all-reduces (differentiably) the
-    per-channel sums over gloo too, so N processes normalise exactly as one process with
-    the whole batch would, and their running statistics stay identical.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training:
-            return super().forward(x)
-        import torch.distributed.nn.functional as dist_fn
-
-        count = torch.tensor([x.shape[0] * x.shape[2] * x.shape[3]], dtype=x.dtype, device=x.device)
-        stats = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
-        stats = dist_fn.all_reduce(stats)
-        c = self.num_features
-        n = stats[2 * c]
-        mean = stats[:c] / n
-        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0)
-        with torch.no_grad():
-            m = self.momentum if self.momentum is not None else 0.1
-            self.running_mean.mul_(1 - m).add_(m * mean.detach())
-            self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1))
-            self.num_batches_tracked.add_(1)
-        shape = (1, c, 1, 1)
-        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
-        return y * self.weight.view(shape) + self.bias.view(shape)
-
-
-def use_global_batchnorm(model: nn.Module) -> None:
-    """Switch every BatchNorm2d in `model` to GlobalBatchNorm in place (same parameters)."""
-    for bn in model.modules():
-        if type(bn) is nn.BatchNorm2d:
-            bn.__class__ = GlobalBatchNorm
-
-
-class GlobalBatchDropout(nn.Dropout):
-    """Dropout whose mask is drawn for the global batch, each process keeping its rows.
-
-    Every process draws the whole batch's mask from the global torch generator (seeded
-    alike in all of them) as a single process's nn.Dropout would, and uses rows
-    `offset`..: N processes drop exactly what one process does, and one process computes
-    bit for bit what nn.Dropout computes on the CPU (bernoulli_, div_, multiply).
-    """
-
-    total = 0  # rows in the global batch
-    offset = 0  # this process's first row
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return super().forward(x)
-        noise = torch.empty((self.total, *x.shape[1:]), dtype=x.dtype).bernoulli_(1 - self.p)
-        noise.div_(1 - self.p)
-        return x * noise[self.offset : self.offset + x.shape[0]].to(x.device)
-
-
-def use_global_batch_dropout(model: nn.Module, total: int, offset: int) -> None:
-    """Switch every nn.Dropout in `model` to GlobalBatchDropout in place."""
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.__class__ = GlobalBatchDropout
-            m.total, m.offset = total, offset
-
-
-def pick_device(rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", rank))
-        torch.cuda.set_device(local % torch.cuda.device_count())
-        return torch.device("cuda", local % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-# ----------------------------------------------------------------------------------------
-# Input: uint8 NHWC batches -> normalised NCHW floats, with camera-style augmentation.
-
-
-def to_input(images: np.ndarray | torch.Tensor, spec: Preprocess, device: torch.device) -> torch.Tensor:
-    x = torch.as_tensor(images, device=device).permute(0, 3, 1, 2).float()
-    return (x - spec.mean) / spec.std
-
-
-def augment(
-    x: torch.Tensor,
-    gen: torch.Generator,
-    hflip: bool,
-    gray: bool,
-    total: int | None = None,
-    offset: int = 0,
-    rotation: float = 12.0,
-    color_cast: float = 0.0,
-    size: int | None = None,
-) -> torch.Tensor:
-    """Random resized crop, flip, small rotation, brightness / contrast / saturation jitter,
-    and a colour cast (each RGB channel scaled by 1 +- `color_cast`, as white balance and
-    lighting shift colours between cameras and rooms).
-
-    `x` is a float NCHW batch in pixel units [0, 255]; the result too, `size` x `size`
-    (default: x's size). From images 1.5x the size, crops resample detail the model's
-    input keeps, instead of magnifying its pixels. Under DDP each
-    process holds rows offset..offset+n of a global batch of `total`: the random draws are
-    made for the whole global batch, so N processes augment exactly as one would.
-    """
-    n = x.shape[0]
-    total = total or n
-    dev = x.device
-
-    def u(lo: float, hi: float) -> torch.Tensor:
-        return (torch.rand(total, generator=gen)[offset : offset + n] * (hi - lo) + lo).to(dev)
-
-    scale = u(0.7, 1.05)  # < 1 zooms in: a random crop of 49%..100% of the area
-    angle = u(-rotation, rotation) * math.pi / 180
-    tx, ty = u(-0.12, 0.12), u(-0.12, 0.12)
-    flip = torch.ones(n, device=dev)
-    if hflip:
-        flip = torch.where(u(0, 1) < 0.5, -flip, flip)
-    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack(
-        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
-    )
-    shape = [n, x.shape[1], size or x.shape[2], size or x.shape[3]]
-    grid = F.affine_grid(theta, shape, align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    b = u(0.7, 1.3)[:, None, None, None]
-    c = u(0.7, 1.3)[:, None, None, None]
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    x = (x - mean) * c + mean * b
-    if not gray:
-        s = u(0.6, 1.4)[:, None, None, None]
-        luma = x.mean(dim=1, keepdim=True)
-        x = (x - luma) * s + luma
-        if color_cast > 0:
-            gains = torch.stack([u(1 - color_cast, 1 + color_cast) for _ in range(x.shape[1])], 1)
-            x = x * gains[:, :, None, None]
-    return x.clamp(0, 255)
-
-
-# ----------------------------------------------------------------------------------------
 
 
 def evaluate_logits(model: nn.Module, images: np.ndarray, spec: Preprocess, device: torch.device, batch: int = 256) -> np.ndarray:
@@ -193,36 +41,6 @@ def evaluate_logits(model: nn.Module, images: np.ndarray, spec: Preprocess, devi
         for i in range(0, len(images), batch):
             out.append(model(to_input(images[i : i + batch], spec, device)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-CHECKPOINT_KEYS = ("state_dict", "config", "labels", "in_channels")
-
-
-def load_torch_file(path: Path, keys: tuple[str, ...], hint: str) -> dict[str, Any]:
-    """torch.load a file this pipeline wrote; a truncated or foreign one is a one-line error."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - zip, pickle, EOF and storage errors all mean a damaged file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise PipelineError(f"{path} is damaged or not a checkpoint of this pipeline ({first[:200]}): {hint}") from None
-    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
-    if missing:
-        raise PipelineError(f"{path} is not a checkpoint of this pipeline (no {', '.join(missing)}): {hint}")
-    return data  # type: ignore[no-any-return]
-
-
-def load_checkpoint(out: Path) -> dict[str, Any]:
-    path = out / CHECKPOINT
-    if not path.is_file():
-        raise PipelineError(f"{path} not found: run `python -m pipeline train` (or `make`) first")
-    return load_torch_file(path, CHECKPOINT_KEYS, "train again with `python -m pipeline train` (or `make`)")
-
-
-def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
-    c = ckpt["config"]
-    model = build_model(c["arch"], c["width"], len(ckpt["labels"]), ckpt["in_channels"], c["resolution"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
 
 
 def _auto_weights(cfg: BuildConfig) -> Path | None:
@@ -259,23 +77,6 @@ def _load_pretrained(model: nn.Module, cfg: BuildConfig) -> str:
     return f"{path.name} ({n:,} values, ImageNet)"
 
 
-def prepare_once(cfg: BuildConfig, spec: Preprocess, rank: int, world: int) -> Prepared:
-    """Rank 0 generates / decodes the dataset into the cache first; the others then read it."""
-    if world == 1:
-        return prepare(cfg, spec, large=True)
-    import torch.distributed as dist
-
-    prepared = prepare(cfg, spec, large=True) if rank == 0 else None
-    dist.barrier()
-    return prepared or prepare(cfg, spec, large=True)
-
-
-def standard_error(accuracy: float, n: int) -> float:
-    """Standard error, in points, of a top-1 of `accuracy` % measured on n images."""
-    p = min(max(accuracy / 100, 0.0), 1.0)
-    return 100 * math.sqrt(p * (1 - p) / max(n, 1))
-
-
 class WeightAverage:
     """Exponential moving average of a model's weights and BatchNorm statistics.
 
@@ -305,64 +106,90 @@ class WeightAverage:
             a.copy_(b)
 
 
-def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train and write model.pt (the best validation checkpoint). Returns the checkpoint.
+@dataclass
+class Split:
+    """The training images (at the decode size), the validation images (at the model's size)."""
 
-    With `qat_from` (a checkpoint), fine-tune that model with quantization-aware training
-    instead (pipeline/qat.py): `cfg.qat_epochs` epochs at `cfg.qat_lr`, the best epoch
-    chosen on the fake-quantized validation score.
-    """
-    rank, world = (0, 1) if qat_from is not None else dist_info()  # QAT: a short fine-tune, one process
-    device = pick_device(rank)
+    prepared: Prepared
+    spec: Preprocess
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def _start(cfg: BuildConfig, prepared: Prepared | None, rank: int, world: int) -> tuple[torch.device, Split]:
+    """Seeds, device and threads; the training split less a validation split."""
+    device = distributed.pick_device(rank)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     if device.type == "cpu":
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     spec = preprocess_spec(cfg)
     if prepared is None:
-        prepared = prepare_once(cfg, spec, rank, world)
-    ds, tr = prepared.dataset, prepared.train
-    labels = ds.classes
-    k = len(labels)
+        prepared = distributed.prepare_once(cfg, spec, rank, world)
+    tr = prepared.train
     keep, held = stratified_indices(tr.labels, cfg.val_fraction, cfg.seed, [source_group(p) for p in tr.paths])
     if len(held) == 0:
         keep, held = np.arange(len(tr.labels)), np.arange(len(tr.labels))
-    x_train, y_train = (prepared.train_large or tr).images[keep], tr.labels[keep]
     x_val, y_val = tr.images[held], tr.labels[held]  # validated as tested: at the model's size
+    return device, Split(prepared, spec, (prepared.train_large or tr).images[keep], tr.labels[keep], x_val, y_val)
 
-    model = build_model(cfg.arch, cfg.width, k, spec.channels, cfg.resolution)
-    epochs = cfg.epochs
-    snapshot = model.state_dict
-    if qat_from is not None:
-        from . import qat
 
-        model.load_state_dict(qat_from["state_dict"])
-        source = qat_from["weights_from"]
-        qat.prepare(model)
-        epochs, lr = cfg.qat_epochs, cfg.qat_lr or qat_from.get("train_lr", LR_SCRATCH) / 10
+@dataclass
+class Loop:
+    """Everything one epoch needs, set up alike for float training and QAT."""
 
-        def snapshot() -> dict[str, torch.Tensor]:
-            return qat.plain_state_dict(model)
-    else:
-        source = "scratch"
-        if cfg.pretrained and cfg.pretrained != "none":
-            source = _load_pretrained(model, cfg)
-        lr = cfg.lr or (LR_PRETRAINED if source != "scratch" else LR_SCRATCH)
-        log(f"training {epochs} epochs at peak learning rate {lr:g}")
+    cfg: BuildConfig
+    split: Split
+    device: torch.device
+    rank: int
+    world: int
+    model: nn.Module
+    net: nn.Module  # what is trained: the model, or its DDP wrapper
+    loss_fn: nn.Module
+    opt: torch.optim.Optimizer
+    sched: Any
+    epochs: int
+    state_path: Path
+    qat: bool
+    snapshot: Callable[[], dict[str, torch.Tensor]]  # the weights an epoch keeps
+    average: WeightAverage | None = None
+    judged: nn.Module | None = None  # the model that is validated and saved
+    gen: torch.Generator = field(default_factory=torch.Generator)
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"val_acc": -1.0, "val_loss": float("inf"), "epoch": -1,
+                                                           "state": None})
+    start_epoch: int = 0
+    t0: float = 0.0
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.batch_size
+
+    @property
+    def per_rank(self) -> int:
+        return max(1, self.global_batch // self.world)
+
+    @property
+    def steps(self) -> int:
+        return max(1, len(self.split.y_train) // self.global_batch)
+
+    @property
+    def name(self) -> str:
+        return "QAT epoch" if self.qat else "epoch"
+
+
+def make_loop(cfg: BuildConfig, model: nn.Module, device: torch.device, split: Split, rank: int, world: int,
+              epochs: int, lr: float, qat: bool, snapshot: Callable[[], dict[str, torch.Tensor]] | None = None) -> Loop:
+    """The model on its device (under DDP, wrapped), class-weighted loss, AdamW with a one-cycle
+    schedule, a moving average of the weights (float training with --ema) and, with --resume,
+    the state of an interrupted run with the same settings."""
     model.to(device)
-    net: nn.Module = model
-    global_batch = cfg.batch_size
-    per_rank = max(1, global_batch // world)
-    if world > 1:
-        use_global_batch_dropout(model, global_batch, rank * per_rank)
-        if device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        else:
-            use_global_batchnorm(model)
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    counts = np.bincount(y_train, minlength=k).astype(np.float64)
-    weights = torch.tensor(len(y_train) / (k * np.maximum(counts, 1)), dtype=torch.float32, device=device)
+    model, net = distributed.wrap(model, device, rank, world, cfg.batch_size)
+    k = len(split.prepared.dataset.classes)
+    counts = np.bincount(split.y_train, minlength=k).astype(np.float64)
+    weights = torch.tensor(len(split.y_train) / (k * np.maximum(counts, 1)), dtype=torch.float32, device=device)
     loss_fn = nn.CrossEntropyLoss(weight=weights, label_smoothing=cfg.label_smoothing)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
@@ -370,177 +197,184 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None, qat_from: dict[str
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
     )
-    steps = max(1, len(y_train) // global_batch)
+    steps = max(1, len(split.y_train) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr, total_steps=epochs * steps, pct_start=0.1, div_factor=10, final_div_factor=100
     )
-    out = cfg.out_dir
-    state_path = out / (TRAIN_STATE if qat_from is None else QAT_STATE)
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {"val_acc": -1.0, "val_loss": float("inf"), "epoch": -1, "state": None}
-    start_epoch = 0
     # Float training validates and saves the weights' moving average; QAT its last steps' weights.
-    average = WeightAverage(model, cfg.ema) if cfg.ema > 0 and qat_from is None else None
-    if cfg.resume and state_path.is_file():
-        st = load_torch_file(state_path, ("config", "model", "opt", "sched", "history", "best", "epoch"),
-                             "delete it to train from the start, or run without --resume")
-        if st["config"] == _train_signature(cfg) and st.get("qat") == (qat_from is not None):
-            model.load_state_dict(st["model"])
-            opt.load_state_dict(st["opt"])
-            sched.load_state_dict(st["sched"])
-            history, best, start_epoch = st["history"], st["best"], st["epoch"] + 1
-            if average is not None:
-                average.model.load_state_dict(st["average"])
-                average.steps = start_epoch * steps
-            log(f"resuming from epoch {start_epoch + 1} ({state_path})")
-        else:
-            log(f"{state_path} was made with other settings; starting afresh")
-
-    judged = model  # the model that is validated and saved
+    average = WeightAverage(model, cfg.ema) if cfg.ema > 0 and not qat else None
+    loop = Loop(cfg, split, device, rank, world, model, net, loss_fn, opt, sched, epochs,
+                cfg.out_dir / (QAT_STATE if qat else TRAIN_STATE), qat, snapshot or model.state_dict, average)
+    _resume(loop)
+    loop.judged = model
     if average is not None:
-        judged, snapshot = average.model, average.model.state_dict
+        loop.judged, loop.snapshot = average.model, average.model.state_dict
+    return loop
 
+
+def _resume(loop: Loop) -> None:
+    cfg, path = loop.cfg, loop.state_path
+    if not (cfg.resume and path.is_file()):
+        return
+    st = load_torch_file(path, ("config", "model", "opt", "sched", "history", "best", "epoch"),
+                         "delete it to train from the start, or run without --resume")
+    if st["config"] == train_signature(cfg) and st.get("qat") == loop.qat:
+        loop.model.load_state_dict(st["model"])
+        loop.opt.load_state_dict(st["opt"])
+        loop.sched.load_state_dict(st["sched"])
+        loop.history, loop.best, loop.start_epoch = st["history"], st["best"], st["epoch"] + 1
+        if loop.average is not None:
+            loop.average.model.load_state_dict(st["average"])
+            loop.average.steps = loop.start_epoch * loop.steps
+        log(f"resuming from epoch {loop.start_epoch + 1} ({path})")
+    else:
+        log(f"{path} was made with other settings; starting afresh")
+
+
+def train_one_epoch(loop: Loop, epoch: int) -> tuple[float, float]:
+    """One pass over this process's shard of the training split: (mean loss, top-1 %)."""
     from tqdm import tqdm
 
-    gen = torch.Generator().manual_seed(cfg.seed)
-    t0 = time.time()
+    cfg, split, gb, rank = loop.cfg, loop.split, loop.global_batch, loop.rank
+    loop.gen.manual_seed(cfg.seed * 1000 + epoch)
+    order = torch.randperm(len(split.y_train), generator=loop.gen).numpy()[: loop.steps * gb]
+    loop.net.train()
+    seen, correct, loss_sum = 0, 0, 0.0
+    bar = tqdm(range(loop.steps), desc=f"{loop.name} {epoch + 1}/{loop.epochs}", leave=False,
+               disable=None if rank == 0 else True, unit="step")
+    for s in bar:
+        idx = order[s * gb : (s + 1) * gb][rank * loop.per_rank : (rank + 1) * loop.per_rank]
+        xb = training_batch(split.x_train[idx], loop.gen, cfg, split.spec, loop.device, gb, rank * loop.per_rank)
+        yb = torch.as_tensor(split.y_train[idx], device=loop.device)
+        logits = loop.net(xb)
+        loss = loop.loss_fn(logits, yb)
+        loop.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        loop.opt.step()
+        loop.sched.step()
+        if loop.average is not None:
+            loop.average.update()
+        seen += len(idx)
+        correct += int((logits.argmax(1) == yb).sum())
+        loss_sum += loss.item() * len(idx)
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+    return loss_sum / max(seen, 1), 100 * correct / max(seen, 1)
+
+
+def validate(loop: Loop) -> tuple[float, float]:
+    """(loss, top-1 %) of the judged model on the validation split."""
+    logits = evaluate_logits(loop.judged, loop.split.x_val, loop.split.spec, loop.device)
+    y = loop.split.y_val
+    return float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y))), float((logits.argmax(1) == y).mean() * 100)
+
+
+def fit(loop: Loop) -> Loop:
+    """The epochs: train, validate, keep the epoch's weights when they qualify, save the state
+    to resume from; stop after `patience` epochs none of which qualified."""
+    cfg = loop.cfg
+    loop.gen.manual_seed(cfg.seed)
+    loop.t0 = time.time()
     bad_epochs = 0
-    for epoch in range(start_epoch, epochs):
-        gen.manual_seed(cfg.seed * 1000 + epoch)
-        order = torch.randperm(len(y_train), generator=gen).numpy()[: steps * global_batch]
-        net.train()
-        seen, correct, loss_sum = 0, 0, 0.0
-        bar = tqdm(range(steps), desc=f"{'QAT ' if qat_from else ''}epoch {epoch + 1}/{epochs}", leave=False, disable=None if rank == 0 else True, unit="step")
-        for s in bar:
-            idx = order[s * global_batch : (s + 1) * global_batch][rank * per_rank : (rank + 1) * per_rank]
-            xb = torch.as_tensor(x_train[idx], device=device).permute(0, 3, 1, 2).float()
-            xb = augment(xb, gen, cfg.hflip, spec.color == "gray", global_batch, rank * per_rank, cfg.rotation,
-                         cfg.color_cast, cfg.resolution)
-            xb = (xb - spec.mean) / spec.std
-            yb = torch.as_tensor(y_train[idx], device=device)
-            logits = net(xb)
-            loss = loss_fn(logits, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if average is not None:
-                average.update()
-            seen += len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
-            loss_sum += loss.item() * len(idx)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
-        val_logits = evaluate_logits(judged, x_val, spec, device)
-        val_loss = float(F.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(y_val)))
-        val_acc = float((val_logits.argmax(1) == y_val).mean() * 100)
-        elapsed = time.time() - t0
-        done = epoch + 1 - start_epoch
-        eta = elapsed / done * (epochs - epoch - 1)
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": 100 * correct / max(seen, 1),
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": float(sched.get_last_lr()[0]),
-            "seconds": elapsed,
-        }
-        history.append(row)
-        top = max(r["val_acc"] for r in history)
-        if cfg.checkpoint == "best":
-            keep = (val_acc, -val_loss) > (best["val_acc"], -best["val_loss"])
-        else:
-            keep = val_acc >= top - standard_error(top, len(y_val))
-        if keep:
-            best = {
-                "val_acc": val_acc,
-                "val_loss": val_loss,
-                "epoch": epoch + 1,
-                "state": {k_: v.detach().cpu().clone() for k_, v in snapshot().items()},
-            }
+    for epoch in range(loop.start_epoch, loop.epochs):
+        train_loss, train_acc = train_one_epoch(loop, epoch)
+        val_loss, val_acc = validate(loop)
+        elapsed = time.time() - loop.t0
+        eta = elapsed / (epoch + 1 - loop.start_epoch) * (loop.epochs - epoch - 1)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+               "val_acc": val_acc, "lr": float(loop.sched.get_last_lr()[0]), "seconds": elapsed}
+        loop.history.append(row)
+        top = max(r["val_acc"] for r in loop.history)
+        if keeps(cfg.checkpoint, val_acc, val_loss, loop.best, top, len(loop.split.y_val)):
+            loop.best = {"val_acc": val_acc, "val_loss": val_loss, "epoch": epoch + 1,
+                         "state": {k_: v.detach().cpu().clone() for k_, v in loop.snapshot().items()}}
             bad_epochs = 0
         else:
             bad_epochs += 1
-        if rank == 0:
-            log(
-                f"{'QAT ' if qat_from else ''}epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.3f}  train {row['train_acc']:.1f}%  "
-                f"val {val_acc:.1f}% (best {top:.1f}%, kept {best['epoch']})  "
-                f"{elapsed:.0f}s, ~{eta:.0f}s left"
-            )
-            _save(
-                state_path,
-                {"config": _train_signature(cfg), "qat": qat_from is not None, "model": model.state_dict(), "opt": opt.state_dict(),
-                 "sched": sched.state_dict(), "history": history, "best": best, "epoch": epoch,
-                 "average": None if average is None else average.model.state_dict()},
-            )
-        stop = bad_epochs >= cfg.patience
-        if world > 1:  # rank 0 decides: BN running stats differ slightly between processes
-            import torch.distributed as dist
-
-            flag = torch.tensor([int(stop)])
-            dist.broadcast(flag, 0)
-            stop = bool(flag.item())
-        if stop:
-            if rank == 0:
+        if loop.rank == 0:
+            log(f"{loop.name} {epoch + 1}/{loop.epochs}  loss {train_loss:.3f}  train {train_acc:.1f}%  "
+                f"val {val_acc:.1f}% (best {top:.1f}%, kept {loop.best['epoch']})  {elapsed:.0f}s, ~{eta:.0f}s left")
+            save(loop.state_path,
+                 {"config": train_signature(cfg), "qat": loop.qat, "model": loop.model.state_dict(),
+                  "opt": loop.opt.state_dict(), "sched": loop.sched.state_dict(), "history": loop.history,
+                  "best": loop.best, "epoch": epoch,
+                  "average": None if loop.average is None else loop.average.model.state_dict()})
+        if distributed.agree(bad_epochs >= cfg.patience, loop.world):  # rank 0 decides
+            if loop.rank == 0:
                 log(f"early stop: no validation score as good as the best for {cfg.patience} epochs")
             break
+    return loop
 
-    if qat_from is not None:
-        ckpt = {
-            **qat_from,
-            "state_dict": best["state"],
-            "config": cfg.to_dict(),
-            "qat": {
-                "epochs": epochs,
-                "lr": lr,
-                "history": history,
-                "best_epoch": best["epoch"],
-                "best_val_acc": best["val_acc"],
-                "seconds": time.time() - t0,
-            },
-        }
-    else:
-        ckpt = {
-            "state_dict": best["state"],
-            "config": cfg.to_dict(),
-            "labels": labels,
-            "in_channels": spec.channels,
-            "preprocess": spec.to_dict(),
-            "history": history,
-            "best_epoch": best["epoch"],
-            "best_val_acc": best["val_acc"],
-            "weights_from": source,
-            "train_lr": lr,
-            "dataset": {
-                "root": str(ds.root),
-                "layout": ds.layout,
-                "notes": ds.notes,
-                "train_images": int(len(tr.labels)),
-                "train_used": int(len(y_train)),
-                "val_images": int(len(y_val)),
-                "test_images": int(len(prepared.test.labels)),
-                "skipped": len(tr.skipped) + len(prepared.test.skipped),
-                "class_counts": np.bincount(tr.labels, minlength=k).tolist(),
-            },
-            "world_size": world,
-            "train_seconds": time.time() - t0,
-        }
-    if rank == 0:
-        _save(out / CHECKPOINT, ckpt)
-        state_path.unlink(missing_ok=True)
+
+def _finish(loop: Loop, ckpt: dict[str, Any]) -> dict[str, Any]:
+    if loop.rank == 0:
+        save(loop.cfg.out_dir / CHECKPOINT, ckpt)
+        loop.state_path.unlink(missing_ok=True)
     return ckpt
 
 
-def _train_signature(cfg: BuildConfig) -> dict[str, Any]:
-    d = cfg.to_dict()
-    for key in ("out", "resume"):
-        d.pop(key, None)
-    return d
+def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
+    """Train and write model.pt (the kept epoch's weights). Returns the checkpoint."""
+    rank, world = distributed.dist_info()
+    device, split = _start(cfg, prepared, rank, world)
+    ds, tr = split.prepared.dataset, split.prepared.train
+    k = len(ds.classes)
+    model = build_model(cfg.arch, cfg.width, k, split.spec.channels, cfg.resolution)
+    source = "scratch"
+    if cfg.pretrained and cfg.pretrained != "none":
+        source = _load_pretrained(model, cfg)
+    lr = cfg.lr or (LR_PRETRAINED if source != "scratch" else LR_SCRATCH)
+    log(f"training {cfg.epochs} epochs at peak learning rate {lr:g}")
+    loop = fit(make_loop(cfg, model, device, split, rank, world, cfg.epochs, lr, qat=False))
+    return _finish(loop, {
+        "state_dict": loop.best["state"],
+        "config": cfg.to_dict(),
+        "labels": ds.classes,
+        "in_channels": split.spec.channels,
+        "preprocess": split.spec.to_dict(),
+        "history": loop.history,
+        "best_epoch": loop.best["epoch"],
+        "best_val_acc": loop.best["val_acc"],
+        "weights_from": source,
+        "train_lr": lr,
+        "dataset": {
+            "root": str(ds.root),
+            "layout": ds.layout,
+            "notes": ds.notes,
+            "train_images": int(len(tr.labels)),
+            "train_used": int(len(split.y_train)),
+            "val_images": int(len(split.y_val)),
+            "test_images": int(len(split.prepared.test.labels)),
+            "skipped": len(tr.skipped) + len(split.prepared.test.skipped),
+            "class_counts": np.bincount(tr.labels, minlength=k).tolist(),
+        },
+        "world_size": world,
+        "train_seconds": time.time() - loop.t0,
+    })
 
 
-def _save(path: Path, obj: Any) -> None:
-    import io
+def train_qat(cfg: BuildConfig, prepared: Prepared, float_ckpt: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune a trained model with quantization-aware training (pipeline/qat.py), in one
+    process (a short fine-tune): `cfg.qat_epochs` epochs at `cfg.qat_lr`, the epoch kept chosen
+    on the fake-quantized validation score. Writes model.pt; returns the checkpoint."""
+    from . import qat
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    device, split = _start(cfg, prepared, 0, 1)
+    model = build_model(cfg.arch, cfg.width, len(split.prepared.dataset.classes), split.spec.channels, cfg.resolution)
+    model.load_state_dict(float_ckpt["state_dict"])
+    qat.prepare(model)
+    lr = cfg.qat_lr or float_ckpt.get("train_lr", LR_SCRATCH) / 10
+    loop = fit(make_loop(cfg, model, device, split, 0, 1, cfg.qat_epochs, lr, qat=True,
+                         snapshot=lambda: qat.plain_state_dict(model)))
+    return _finish(loop, {
+        **float_ckpt,
+        "state_dict": loop.best["state"],
+        "config": cfg.to_dict(),
+        "qat": {
+            "epochs": cfg.qat_epochs,
+            "lr": lr,
+            "history": loop.history,
+            "best_epoch": loop.best["epoch"],
+            "best_val_acc": loop.best["val_acc"],
+            "seconds": time.time() - loop.t0,
+        },
+    })

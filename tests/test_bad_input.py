@@ -156,7 +156,7 @@ def test_malformed_metadata_on_the_device_is_one_line(tmp_path: Path) -> None:
 
 def test_damaged_checkpoint_is_one_line(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    from pipeline.train import load_checkpoint
+    from pipeline.checkpoint import load_checkpoint
 
     good = tmp_path / "good.pt"
     torch.save({"state_dict": {}, "config": {}, "labels": ["a", "b"], "in_channels": 3, "pad": bytes(4096)}, good)

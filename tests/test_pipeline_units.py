@@ -225,11 +225,11 @@ def test_every_setting_names_real_stages() -> None:
 
 
 def test_later_stages_take_the_models_settings_and_their_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import train
+    from pipeline import checkpoint
     from pipeline.runner import config_from_checkpoint
 
     trained = BuildConfig(out="old", arch="mobilenet_v2", calibration_images=7, epochs=3).to_dict()
-    monkeypatch.setattr(train, "load_checkpoint", lambda out: {"config": trained})
+    monkeypatch.setattr(checkpoint, "load_checkpoint", lambda out: {"config": trained})
     cfg, _ = config_from_checkpoint(BuildConfig(out=str(tmp_path), arch="mobilenet_v1", calibration_images=50,
                                                 epochs=9, arena_margin=0.5), STAGES["convert"])
     assert (cfg.out, cfg.arch, cfg.epochs, cfg.calibration_images) == (str(tmp_path), "mobilenet_v2", 3, 50)

@@ -13,13 +13,10 @@ import pytest
 import torch
 from helpers import ROOT, TINY_ARGS, TINY_CONFIG
 
-from pipeline.train import (
-    GlobalBatchDropout,
-    WeightAverage,
-    augment,
-    standard_error,
-    use_global_batch_dropout,
-)
+from pipeline.augment import augment
+from pipeline.checkpoint import standard_error
+from pipeline.distributed import GlobalBatchDropout, use_global_batch_dropout
+from pipeline.train import WeightAverage
 
 
 def test_augment_keeps_shape_and_range_and_is_seeded() -> None:
@@ -92,7 +89,7 @@ def test_global_batchnorm_equals_batchnorm_in_one_process(tmp_path: Path) -> Non
     import torch.distributed as dist
     from torch import nn
 
-    from pipeline.train import GlobalBatchNorm
+    from pipeline.distributed import GlobalBatchNorm
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
@@ -142,3 +139,48 @@ def test_torchrun_two_processes_train_the_same_model(tiny_build: Path, tmp_path:
     assert abs(a["float"]["top1"] - b["float"]["top1"]) <= 1.0, (a["float"]["top1"], b["float"]["top1"])
     ckpt = torch.load(ddp / "model.pt", map_location="cpu", weights_only=False)
     assert ckpt["world_size"] == 2
+
+
+def _tiny_prepared(n: int = 24, size: int = 32) -> object:
+    import numpy as np
+
+    from pipeline.data import Arrays, Dataset, Prepared, Split
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 2
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    images[labels == 1] //= 4  # class 1 is dark
+    arrays = Arrays(images, labels, [f"{i}.png" for i in range(n)], [])
+    ds = Dataset(Path("."), ["bright", "dark"], Split([], labels), Split([], labels), "synthetic")
+    return Prepared(ds, arrays, arrays)
+
+
+def test_float_training_and_qat_run_the_same_loop_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One loop: train 3 epochs; resume from the state after epoch 2; QAT fine-tunes the model
+    through the same loop."""
+    from pipeline import train as t
+    from pipeline.config import BuildConfig
+
+    calls: list[bool] = []
+    fit = t.fit
+    monkeypatch.setattr(t, "fit", lambda loop: calls.append(loop.qat) or fit(loop))
+    cfg = BuildConfig(out=str(tmp_path), resolution=32, epochs=3, batch_size=8, pretrained="none", patience=5,
+                      val_fraction=0.25, qat_epochs=1)
+    whole = t.train(cfg, _tiny_prepared())
+    assert [r["epoch"] for r in whole["history"]] == [1, 2, 3] and (tmp_path / "model.pt").is_file()
+    assert not (tmp_path / "train_state.pt").exists()  # a finished run leaves no state
+
+    save, kept = t.save, tmp_path / "after_epoch_2.pt"
+    monkeypatch.setattr(t, "save", lambda path, obj: save(kept if path.name == "train_state.pt" and obj["epoch"] == 1
+                                                          else path, obj))
+    t.train(cfg, _tiny_prepared())
+    kept.rename(tmp_path / "train_state.pt")  # as an interrupted run leaves it after epoch 2
+    monkeypatch.setattr(t, "save", save)
+    resumed = t.train(BuildConfig(**{**cfg.to_dict(), "resume": True}), _tiny_prepared())
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2, 3]  # only epoch 3 trained again
+    assert [r["train_loss"] for r in resumed["history"][:2]] == [r["train_loss"] for r in whole["history"][:2]]
+    # (not bit for bit: dropout draws from torch's global generator, which the state does not hold)
+
+    q = t.train_qat(cfg, _tiny_prepared(), whole)
+    assert q["qat"]["epochs"] == 1 and len(q["qat"]["history"]) == 1 and q["labels"] == ["bright", "dark"]
+    assert calls == [False, False, False, True]
