@@ -32,3 +32,12 @@ def run_pipeline(*args: str, cwd: Path = ROOT, check: bool = True) -> subprocess
     if check and proc.returncode != 0:
         raise AssertionError(f"pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def good_metadata() -> dict[str, object]:
+    """A valid metadata.json (docs/FORMATS.md) for a 4-class 96x96 RGB model, to break on purpose."""
+    t = {"name": "x", "shape": [1, 4], "dtype": "int8", "scale": 0.1, "zero_point": 0}
+    return {"format_version": 1, "model_file": "model_int8.tflite", "labels": ["a", "b", "c", "d"],
+            "arch": "mobilenet_v1", "width": 0.25, "resolution": 96, "in_channels": 3,
+            "preprocess": {"size": 96, "color": "rgb", "mean": 128.0, "std": 128.0},
+            "input": {**t, "shape": [1, 96, 96, 3]}, "output": t, "input_lut": list(range(-128, 128))}

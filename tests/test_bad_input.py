@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import good_metadata
 from PIL import Image
 from test_device_support import device_build, run_device
-from test_fuzz_inputs import good_metadata
 
 from pipeline.config import make_config
 from pipeline.data import discover

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import good_metadata
 from PIL import Image
 from test_device_support import device_build
 
@@ -108,14 +109,6 @@ def _mutate(value: object, rng: random.Random) -> object:
         out_l[i] = _mutate(out_l[i], rng)
         return out_l if rng.random() < 0.7 else out_l[: rng.randrange(len(out_l))]
     return rng.choice(choices)
-
-
-def good_metadata() -> dict[str, object]:
-    t = {"name": "x", "shape": [1, 4], "dtype": "int8", "scale": 0.1, "zero_point": 0}
-    return {"format_version": 1, "model_file": "model_int8.tflite", "labels": ["a", "b", "c", "d"],
-            "arch": "mobilenet_v1", "width": 0.25, "resolution": 96, "in_channels": 3,
-            "preprocess": {"size": 96, "color": "rgb", "mean": 128.0, "std": 128.0},
-            "input": {**t, "shape": [1, 96, 96, 3]}, "output": t, "input_lut": list(range(-128, 128))}
 
 
 def _fuzz_metadata(tmp_path: Path, n: int) -> None:

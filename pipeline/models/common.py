@@ -8,6 +8,7 @@ and onnx2tf folds the pad into a SAME-padded TFLite convolution instead of emitt
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 BN_EPS = 1e-3  # Keras' default, so that pretrained Keras weights match exactly
@@ -88,3 +89,32 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0, 0.01)
             nn.init.zeros_(m.bias)
+
+
+def stem(in_channels: int, channels: int, width: float, **kw: type[nn.Module]) -> tuple[nn.Module, int]:
+    """The first convolution (3x3, stride 2) and its width-scaled output channels."""
+    out = make_divisible(channels * width)
+    return ConvBNAct(in_channels, out, 3, 2, **kw), out
+
+
+class MobileNet(nn.Module):
+    """What every MobileNet shares: `features` (a stem and the blocks, built by the subclass),
+    global average pooling, a `head` (V3's hidden layer), a classifier (dropout, linear) and
+    the weights' initialisation once all are built."""
+
+    def __init__(self, layers: list[nn.Module], last_channels: int, num_classes: int, dropout: float,
+                 head: nn.Module | None = None, head_channels: int | None = None) -> None:
+        super().__init__()
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        if head is not None:
+            self.head = head
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(head_channels or last_channels, num_classes))
+        self.last_channels = last_channels
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.features(x))
+        if "head" in self._modules:
+            x = self.head(x)
+        return self.classifier(torch.flatten(x, 1))

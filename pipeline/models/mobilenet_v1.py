@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from .common import ConvBNAct, init_weights, make_divisible
+from .common import ConvBNAct, MobileNet, make_divisible, stem
 
 # (pointwise output channels at width 1.0, depthwise stride), one row per block.
 V1_BLOCKS: list[tuple[int, int]] = [
@@ -36,28 +35,12 @@ class DepthwiseSeparable(nn.Sequential):
         )
 
 
-class MobileNetV1(nn.Module):
-    def __init__(
-        self,
-        width: float = 1.0,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 1e-3,
-    ) -> None:
-        super().__init__()
-        stem = make_divisible(V1_STEM * width)
-        layers: list[nn.Module] = [ConvBNAct(in_channels, stem, 3, 2)]
-        channels = stem
+class MobileNetV1(MobileNet):
+    def __init__(self, width: float = 1.0, num_classes: int = 1000, in_channels: int = 3, dropout: float = 1e-3) -> None:
+        first, channels = stem(in_channels, V1_STEM, width)
+        layers: list[nn.Module] = [first]
         for out, stride in V1_BLOCKS:
             out_channels = make_divisible(out * width)
             layers.append(DepthwiseSeparable(channels, out_channels, stride))
             channels = out_channels
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
-        self.last_channels = channels
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
+        super().__init__(layers, channels, num_classes, dropout)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import ConvBNAct, init_weights, make_divisible
+from .common import ConvBNAct, MobileNet, make_divisible, stem
 
 # (expansion t, output channels c at width 1.0, repeats n, stride s of the first repeat):
 # Table 2 of the paper.
@@ -68,18 +68,10 @@ class InvertedResidual(nn.Module):
         return x + y if self.use_residual else y
 
 
-class MobileNetV2(nn.Module):
-    def __init__(
-        self,
-        width: float = 1.0,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 1e-3,
-    ) -> None:
-        super().__init__()
-        stem = make_divisible(V2_STEM * width)
-        layers: list[nn.Module] = [ConvBNAct(in_channels, stem, 3, 2)]
-        channels = stem
+class MobileNetV2(MobileNet):
+    def __init__(self, width: float = 1.0, num_classes: int = 1000, in_channels: int = 3, dropout: float = 1e-3) -> None:
+        first, channels = stem(in_channels, V2_STEM, width)
+        layers: list[nn.Module] = [first]
         for expansion, out, repeats, first_stride in V2_BLOCKS:
             out_channels = v2_channels(out, width)
             for i in range(repeats):
@@ -88,12 +80,4 @@ class MobileNetV2(nn.Module):
                 channels = out_channels
         last = v2_last_channels(width)
         layers.append(ConvBNAct(channels, last, 1))
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last, num_classes))
-        self.last_channels = last
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
+        super().__init__(layers, last, num_classes, dropout)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import ConvBNAct, init_weights, make_divisible
+from .common import ConvBNAct, MobileNet, make_divisible, stem
 
 
 class V3Block(NamedTuple):
@@ -151,7 +151,7 @@ class InvertedResidualV3(nn.Module):
         return x + y if self.use_residual else y
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(MobileNet):
     def __init__(
         self,
         blocks: list[V3Block],
@@ -161,10 +161,9 @@ class MobileNetV3(nn.Module):
         in_channels: int = 3,
         dropout: float = 1e-3,
     ) -> None:
-        super().__init__()
-        stem = make_divisible(V3_STEM * width)
-        layers: list[nn.Module] = [ConvBNAct(in_channels, stem, 3, 2, activation=HardSwish)]
-        channels, table_channels = stem, V3_STEM
+        first, channels = stem(in_channels, V3_STEM, width, activation=HardSwish)
+        layers: list[nn.Module] = [first]
+        table_channels = V3_STEM
         for row in blocks:
             out_channels = make_divisible(row.out * width)
             # The first block of each table has no expansion (expanded == input at width 1).
@@ -182,39 +181,19 @@ class MobileNetV3(nn.Module):
             channels, table_channels = out_channels, row.out
         last_conv = make_divisible(channels * 6)
         layers.append(ConvBNAct(channels, last_conv, 1, activation=HardSwish))
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
         head = make_divisible(head_channels * width) if width > 1.0 else head_channels
         # The hidden layer is a 1x1 convolution on the pooled map, as in Keras: written as a
         # Linear, the converter splits it into two FULLY_CONNECTED ops that each store the
         # same weights (+590 KB for V3-Small at width 1.0).
-        self.head = nn.Sequential(nn.Conv2d(last_conv, head, 1), HardSwish())
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(head, num_classes))
-        self.last_channels = last_conv
-        init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.head(self.pool(self.features(x)))
-        return self.classifier(torch.flatten(x, 1))
+        super().__init__(layers, last_conv, num_classes, dropout,
+                         head=nn.Sequential(nn.Conv2d(last_conv, head, 1), HardSwish()), head_channels=head)
 
 
 class MobileNetV3Small(MobileNetV3):
-    def __init__(
-        self,
-        width: float = 1.0,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 1e-3,
-    ) -> None:
+    def __init__(self, width: float = 1.0, num_classes: int = 1000, in_channels: int = 3, dropout: float = 1e-3) -> None:
         super().__init__(V3_SMALL_BLOCKS, V3_SMALL_HEAD, width, num_classes, in_channels, dropout)
 
 
 class MobileNetV3Large(MobileNetV3):
-    def __init__(
-        self,
-        width: float = 1.0,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        dropout: float = 1e-3,
-    ) -> None:
+    def __init__(self, width: float = 1.0, num_classes: int = 1000, in_channels: int = 3, dropout: float = 1e-3) -> None:
         super().__init__(V3_LARGE_BLOCKS, V3_LARGE_HEAD, width, num_classes, in_channels, dropout)
