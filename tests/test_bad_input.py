@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from device_support import device_build, run_device
 from helpers import good_metadata
 from PIL import Image
-from test_device_support import device_build, run_device
 
 from pipeline.config import make_config
 from pipeline.data import discover

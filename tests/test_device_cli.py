@@ -10,7 +10,7 @@ import statistics
 from pathlib import Path
 
 import pytest
-from test_device_support import RunnerProcess, device_build, held_out, run_device, wait_until
+from device_support import RunnerProcess, device_build, held_out, run_device, wait_until
 
 from device import capture_process
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_device_support import RunnerProcess, device_build, held_out, run_device, wait_until
+from device_support import RunnerProcess, device_build, held_out, run_device, wait_until
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_device_support import device_build, held_out, run_device
+from device_support import device_build, held_out, run_device
 
 from pipeline.preprocess import Preprocess, load_rgb
 

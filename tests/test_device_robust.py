@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from device_support import RunnerProcess, device_build, free_port, held_out, wait_until
 from PIL import Image
-from test_device_support import RunnerProcess, device_build, free_port, held_out, wait_until
 
 
 class FlakyCamera(ThreadingHTTPServer):

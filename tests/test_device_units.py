@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from device_support import free_port, wait_until
 from PIL import Image
 
 from device.capture import Mailbox
@@ -108,3 +110,14 @@ def test_top_k_order_and_ties_follow_argmax(n: int) -> None:
     expected = sorted(range(n), key=lambda i: (-probs[i], i))[:3]
     assert top_k(probs.tolist(), labels, 3).labels == [labels[i] for i in expected]
     assert top_k(probs.tolist(), labels, 1).labels == [labels[int(np.argmax(probs))]]
+
+
+def test_free_port_is_bindable() -> None:
+    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+def test_wait_until_times_out() -> None:
+    with pytest.raises(AssertionError, match="never"):
+        wait_until(lambda: False, 0.3, "never")

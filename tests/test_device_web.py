@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from device_support import RunnerProcess, device_build, free_port, get_json, held_out, wait_until
 from PIL import Image
-from test_device_support import RunnerProcess, device_build, free_port, get_json, held_out, wait_until
 
 from device import overlay
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from device_support import device_build
 from helpers import good_metadata
 from PIL import Image
-from test_device_support import device_build
 
 from device.deploy import cli, remote
 from device.errors import DeviceError

@@ -1,4 +1,5 @@
-"""Helpers shared by the device runner tests (and tests of the helpers themselves)."""
+"""Helpers and the `device_build` fixture shared by the device runner tests, imported as a
+module (`from device_support import ...`); tests/test_device_units.py tests the helpers."""
 
 from __future__ import annotations
 
@@ -113,14 +114,3 @@ class RunnerProcess:
         for t in self._threads:
             t.join(timeout=5)
         return self.proc.returncode, "".join(self.stderr)
-
-
-def test_free_port_is_bindable() -> None:
-    port = free_port()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
-
-
-def test_wait_until_times_out() -> None:
-    with pytest.raises(AssertionError, match="never"):
-        wait_until(lambda: False, 0.3, "never")
