@@ -15,17 +15,10 @@ import numpy as np
 from .errors import GateError, PipelineError
 from .gates import INT8
 from .outdir import INPUTS, Staging
-from .stage import RESULTS, Context, Result, Stage, load_result
+from .stage import RESULTS, Context, Result, Stage, load_result, require
 from .util import atomic_write_bytes, write_json
 
 FLOAT_CHECKPOINT = "model_float.pt"  # the trained float model, kept when QAT replaces model.pt
-
-
-def _require(path: Path, stage: str) -> Path:
-    """An input a previous stage writes, or a PipelineError naming the stage to run first."""
-    if not path.is_file():
-        raise PipelineError(f"{path} not found: run `python -m pipeline {stage}` first")
-    return path
 
 
 # ----------------------------------------------------------------------------------------
@@ -100,7 +93,7 @@ def run_qat(ctx: Context, trigger: str = "requested", int8_before: dict[str, Any
 
     cfg, ckpt, out = ctx.cfg, ctx.ckpt, ctx.out
     if ckpt.get("qat"):
-        ckpt = load_torch_file(_require(out / FLOAT_CHECKPOINT, "train"), CHECKPOINT_KEYS,
+        ckpt = load_torch_file(require(out / FLOAT_CHECKPOINT, "train"), CHECKPOINT_KEYS,
                                "train again with `python -m pipeline train` (or `make`)")
     else:
         atomic_write_bytes(out / FLOAT_CHECKPOINT, (out / CHECKPOINT).read_bytes())  # whole, or not at all

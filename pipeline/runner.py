@@ -8,14 +8,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from .build import STAGES
 from .config import BuildConfig
-from .errors import GateError, PipelineError
+from .errors import GateError
 from .outdir import stage_run
-from .stage import Context, Stage, record
+from .stage import Context, Stage, record, require
 from .util import log
 
 # Which stage writes each file a later stage reads (a missing one names the stage to run).
@@ -36,18 +35,13 @@ def config_from_checkpoint(cfg: BuildConfig, stage: Stage) -> tuple[BuildConfig,
     return BuildConfig(**merged), ckpt
 
 
-def _require(out: Path, name: str) -> None:
-    if not (out / name).is_file():
-        raise PipelineError(f"{out / name} not found: run `python -m pipeline {PRODUCER.get(name, 'build')}` first")
-
-
 def _run(stage: Stage, cfg: BuildConfig, **options: Any) -> dict[str, Any]:
     t0 = time.time()
     ckpt = None
     if stage.from_checkpoint:
         cfg, ckpt = config_from_checkpoint(cfg, stage)
     for name in stage.inputs:
-        _require(cfg.out_dir, name)
+        require(cfg.out_dir / name, PRODUCER.get(name, "build"))
     result = stage.run(Context(stage.name, cfg, ckpt), **options)
     if result is None:  # a DDP rank other than 0: rank 0 records
         return {}

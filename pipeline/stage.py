@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import BuildConfig, stage_reads
+from .errors import PipelineError
 from .gates import Gate, of_stage
 from .util import log, write_json
 
@@ -76,3 +77,10 @@ def record(out: Path, stage: str, result: dict[str, Any]) -> dict[str, Any]:
 def load_result(out: Path, stage: str) -> dict[str, Any] | None:
     p = out / RESULTS / f"{stage}.json"
     return json.loads(p.read_text()) if p.is_file() else None
+
+
+def require(path: Path, stage: str) -> Path:
+    """An input a previous stage writes, or a PipelineError naming the stage to run first."""
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: run `python -m pipeline {stage}` first")
+    return path
