@@ -69,7 +69,21 @@ def test_loop_is_added_for_finite_sources_only() -> None:
     assert cli.run_args(p.parse_args(["deploy", "--source", "folder:/x"])) == "--loop"
     assert cli.run_args(p.parse_args(["deploy", "--source", "video:/x.mp4"])) == "--loop"
     assert cli.run_args(p.parse_args(["deploy", "--source", "picamera2"])) == ""
-    assert "--run-args=--loop" in cli.remote_args(p.parse_args(["deploy", "--source", "folder:/x"]))
+    assert "--run-args=--loop" in cli.remote_args(p.parse_args(["deploy", "--source", "folder:/x"]), "activate")
+
+
+def test_each_remote_command_gets_only_its_options() -> None:
+    a = cli.build_parser().parse_args(["deploy", "--source", "folder:/x"])
+    assert cli.remote_args(a, "probe") == [f"--dir={a.dir}"]
+    assert [o.split("=")[0] for o in cli.remote_args(a, "logs", follow=True)] == [
+        "--dir", "--manager", "--service", "--lines", "--follow"]
+    for cmd, options in remote.COMMANDS.items():
+        sent = cli.remote_args(a, cmd, release="r1")
+        parsed = remote.parser().parse_args([cmd, *sent])  # every option it is sent, it reads
+        assert {o.split("=")[0].lstrip("-").replace("-", "_") for o in sent} <= set(vars(parsed))
+        for other in sorted(set(remote.OPTIONS) - set(options) - {"follow"})[:1]:
+            with pytest.raises(SystemExit):  # and it refuses another command's
+                remote.parser().parse_args([cmd, "--dir=/x", f"--{other}=1"])
 
 
 def test_pi_dir_with_specials_is_refused() -> None:

@@ -168,11 +168,15 @@ def check_reachable(ssh: SSH) -> str:
     return ver
 
 
-def remote_args(a: argparse.Namespace, **extra: object) -> list[str]:
-    opts: dict[str, object] = {
-        "dir": a.dir, "manager": a.manager, "service": a.service, "source": a.source, "web-host": a.web_host,
+def remote_args(a: argparse.Namespace, cmd: str, **extra: object) -> list[str]:
+    """The options remote.py's `cmd` reads (remote.COMMANDS), from the settings and `extra`."""
+    from . import remote
+
+    values: dict[str, object] = {
+        "manager": a.manager, "service": a.service, "source": a.source, "web-host": a.web_host,
         "web-port": a.web_port, "run-args": run_args(a), "health-timeout": a.health_timeout, "keep": a.keep,
         "pip-args": a.pip_args, "lines": a.lines, **extra}
+    opts = {"dir": a.dir, **{k: values[k] for k in remote.COMMANDS[cmd] if k in values}}
     # --name=value: values such as "--loop" must not read as options
     return [f"--{k}" if v is True else f"--{k}={v}" for k, v in opts.items() if v is not False]
 
@@ -375,7 +379,7 @@ def cmd_deploy(a: argparse.Namespace) -> int:
         ver = check_reachable(ssh)
         if a.dry_run:
             return dry_run(ssh, a, rel)
-        probe = ssh.remote_json("probe", remote_args(a))
+        probe = ssh.remote_json("probe", remote_args(a, "probe"))
         say(f"{a.pi}: Python {ver} ({probe['machine']}), {probe['free_mb']} MiB free in {probe['dir']}, "
             f"current release {probe['current'] or '(none)'}")
         need_mb = max(a.min_free_mb, 2 * size // (1 << 20) + 1)
@@ -387,7 +391,7 @@ def cmd_deploy(a: argparse.Namespace) -> int:
         if a.manager == "systemd" and not probe["sudo"]:
             raise DeployError(f"{probe['user']} on {a.pi} cannot use sudo without a password, which the "
                               "systemd unit needs: allow it (Pi OS's first user has it) or deploy as root")
-        prep = ssh.remote_json("prepare", remote_args(a, release=rid))
+        prep = ssh.remote_json("prepare", remote_args(a, "prepare", release=rid))
         mode = choose_copy(a.copy, shutil.which("rsync") is not None, bool(probe["rsync"]))
         tc = time.monotonic()
         if mode == "rsync":
@@ -395,7 +399,7 @@ def cmd_deploy(a: argparse.Namespace) -> int:
         else:
             sent, recv = copy_tar(ssh, rel, prep["incoming"], a.bwlimit)
         say(f"copied with {mode}: {sent} bytes sent, {recv} received in {time.monotonic() - tc:.1f}s")
-        p = ssh.remote("activate", remote_args(a, release=rid), live=True)
+        p = ssh.remote("activate", remote_args(a, "activate", release=rid), live=True)
         result = json.loads(p.stdout.decode() or "{}")
         if p.returncode == 0 and result.get("ok"):
             say(f"deployed {rid} in {time.monotonic() - t0:.1f}s: healthy {json.dumps(result.get('health'))}"
@@ -427,7 +431,7 @@ def dry_run(ssh: SSH, a: argparse.Namespace, rel: Path) -> int:
     print(f"would copy release {manifest['release']} ({len(manifest['files'])} files) to {a.pi}:{a.dir}/releases/:")
     for name in sorted(manifest["files"]):
         print(f"  {(rel / name).stat().st_size:>9}  {name}")
-    p = ssh.remote("unit", remote_args(a))
+    p = ssh.remote("unit", remote_args(a, "unit"))
     if p.returncode != 0:
         raise DeployError(p.stderr.decode("utf-8", "replace").strip().removeprefix("error: ") or "the Pi refused the unit")
     where = f"/etc/systemd/system/{a.service}.service" if a.manager == "systemd" else f"{a.dir}/run/{a.service}.service"
@@ -442,7 +446,7 @@ def cmd_simple(a: argparse.Namespace) -> int:
     with connection(a) as ssh:
         check_reachable(ssh)
         if a.cmd == "rollback":
-            p = ssh.remote("rollback", remote_args(a), live=True)
+            p = ssh.remote("rollback", remote_args(a, "rollback"), live=True)
             r = json.loads(p.stdout.decode() or "{}")
             if r.get("release"):
                 say(f"rolled back from {r.get('previous')} to {r['release']}: "
@@ -450,7 +454,7 @@ def cmd_simple(a: argparse.Namespace) -> int:
                 if not r.get("ok"):
                     say(str(r.get("log", "")))
             return p.returncode
-        p = ssh.remote(a.cmd, remote_args(a, follow=a.follow) if a.cmd == "logs" else remote_args(a), capture=False, live=True)
+        p = ssh.remote(a.cmd, remote_args(a, a.cmd, follow=getattr(a, "follow", False)), capture=False, live=True)
         return p.returncode
 
 

@@ -846,27 +846,32 @@ def cmd_unit(args: argparse.Namespace) -> int:
     return 0
 
 
+# Every option of the commands, and which each command reads (besides --dir); the deploying
+# side sends a command only its own (cli.remote_args).
+OPTIONS: dict[str, dict[str, object]] = {
+    "manager": {"default": "systemd"}, "service": {"default": "edge-demo"}, "source": {"default": "picamera2"},
+    "web-host": {"default": "0.0.0.0"}, "web-port": {"type": int, "default": 8080}, "run-args": {"default": ""},
+    "health-timeout": {"type": float, "default": 90}, "keep": {"type": int, "default": 5},
+    "pip-args": {"default": ""}, "lines": {"type": int, "default": 40}, "release": {"default": ""},
+    "follow": {"action": "store_true"},
+}
+_SERVICE = ("manager", "service")
+_UNIT = ("service", "source", "web-host", "web-port", "run-args")  # what the unit file holds
+_START = ("manager", *_UNIT, "pip-args", "health-timeout", "lines")  # start_release, and its logs when unhealthy
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "probe": (), "prepare": ("release",), "activate": (*_START, "release", "keep"), "rollback": _START,
+    "status": (*_SERVICE, "web-host", "web-port"), "logs": (*_SERVICE, "lines", "follow"), "unit": _UNIT,
+}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pi-remote")
     sub = p.add_subparsers(dest="cmd", required=True)
-
-    def common(s: argparse.ArgumentParser) -> None:
+    for name, options in COMMANDS.items():
+        s = sub.add_parser(name)
         s.add_argument("--dir", required=True)
-        s.add_argument("--manager", default="systemd")
-        s.add_argument("--service", default="edge-demo")
-        s.add_argument("--source", default="picamera2")
-        s.add_argument("--web-host", default="0.0.0.0")
-        s.add_argument("--web-port", type=int, default=8080)
-        s.add_argument("--run-args", default="")
-        s.add_argument("--health-timeout", type=float, default=90)
-        s.add_argument("--keep", type=int, default=5)
-        s.add_argument("--pip-args", default="")
-        s.add_argument("--lines", type=int, default=40)
-        s.add_argument("--release", default="")
-        s.add_argument("--follow", action="store_true")
-
-    for name in ("probe", "prepare", "activate", "rollback", "status", "logs", "unit"):
-        common(sub.add_parser(name))
+        for o in options:
+            s.add_argument(f"--{o}", **OPTIONS[o])  # type: ignore[arg-type]
     return p
 
 
