@@ -139,6 +139,19 @@ def lower_bound(buffers: Sequence[Buffer]) -> int:
     return int(np.cumsum(live).max())
 
 
+def op_bound(graph: Graph) -> int:
+    """The largest sum of one op's activations (inputs and outputs): no op order can go below it.
+
+    When `lower_bound` equals it, reordering the ops cannot lower the peak.
+    """
+    sizes = {b.tensor: b.size for b in graph.buffers}
+    outs: dict[int, set[int]] = {}
+    for t, op in graph.producer.items():
+        outs.setdefault(op, set()).add(t)
+    return max((sum(sizes.get(t, 0) for t in set(ins) | outs.get(i, set()))
+                for i, ins in enumerate(graph.op_inputs)), default=0)
+
+
 def peak(buffers: Sequence[Buffer], offsets: dict[int, int]) -> int:
     return max((offsets[b.tensor] + b.size for b in buffers), default=0)
 
@@ -242,12 +255,6 @@ def plan(graph: Graph) -> Plan:
     if best is None:
         return Plan({}, 0, 0, "none", graph.tensors)
     return Plan(best[2], best[0], bound, best[1], graph.tensors)
-
-
-def tflm_greedy_head(graph: Graph) -> int:
-    """The head TFLM's greedy planner would use (first fit, largest first)."""
-    got = _first_fit(sorted(graph.buffers, key=lambda b: -b.size), sum(b.size for b in graph.buffers))
-    return peak(graph.buffers, got or {})
 
 
 # ----------------------------------------------------------------------------------------

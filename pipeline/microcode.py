@@ -127,6 +127,87 @@ def _search_arena(model: Path, granularity: int) -> int:
     return hi
 
 
+_BREAKDOWN = r"""
+import sys
+from tflite_micro.python.tflite_micro import runtime
+i = runtime.Interpreter.from_bytes(open(sys.argv[1], "rb").read(), arena_size=int(sys.argv[2]))
+i.print_allocations()
+"""
+
+# RecordingMicroAllocator's names for the parts of the tail.
+_TAIL_PARTS = {
+    "TfLiteEvalTensor data": "eval_tensors",
+    "Persistent TfLiteTensor data": "tensors",
+    "Persistent TfLiteTensor quantization data": "tensor_quantization",
+    "Persistent buffer data": "persistent_buffers",
+    "NodeAndRegistration struct": "node_structs",
+}
+
+
+def arena_breakdown(model: bytes, arena: int) -> dict[str, Any]:
+    """Where the bytes of an arena go, from TFLM's RecordingMicroAllocator on the host runtime.
+
+    `used`: the bytes allocated; `head`: the non-persistent part (activations, as planned);
+    `tail`: persistent buffers, eval tensors and node structs, with `tail_parts` naming each.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(model)
+        f.flush()
+        proc = subprocess.run([sys.executable, "-c", _BREAKDOWN, f.name, str(arena)], capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    found = {k: int(v) for k, v in re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", text)}
+    if proc.returncode != 0 or set(found) != {"total", "head", "tail"}:
+        raise PipelineError(f"the TFLM host runtime did not report its arena for this model in {arena} bytes: "
+                            f"{text.strip()[-300:]}")
+    parts = {_TAIL_PARTS.get(name, name): int(v) for name, v in re.findall(r"'([^']+)' used (\d+) bytes", text)}
+    return {"used": found["total"], "head": found["head"], "tail": found["tail"], "tail_parts": parts}
+
+
+def memory_plans(model: bytes, mode: str) -> tuple[bytes, dict[str, Any]]:
+    """The model to embed (with our offline plan, or none: `mode` offline|tflm) and where RAM goes.
+
+    `op_bound` (the largest single op's activations) is what no reordering of the ops can
+    beat: where it equals the lower bound, the op order is already the best. Measures, on
+    the host TFLM runtime, the minimal arena with TFLM's own greedy plan and
+    with ours, and their heads and tails; the lower bound and our plan's head come from the
+    planner. An earlier plan in the model is replaced (offline) or dropped (tflm).
+    """
+    from .memory_plan import analyse, check_plan, op_bound, plan, with_plan, without_plan
+
+    if mode not in ("offline", "tflm"):
+        raise PipelineError(f"memory plan must be 'offline' or 'tflm', got '{mode}'")
+    bare = without_plan(model)
+    graph = analyse(bare)
+    p = plan(graph)
+    planned = with_plan(bare, p)
+    checked = check_plan(planned)
+    if checked is None or checked["head"] != p.head:
+        raise PipelineError("internal error: the plan written into the model does not read back as planned")
+    arenas = {"tflm": measure_arena(bare), "offline": measure_arena(planned)}
+    tflm = {"arena": arenas["tflm"], **arena_breakdown(bare, arenas["tflm"])}
+    ours = {"arena": arenas["offline"], **arena_breakdown(planned, arenas["offline"])}
+    if ours["head"] != p.head:
+        # scratch buffers the kernels ask for at run time are planned by TFLM around ours
+        ours["head_beyond_plan"] = ours["head"] - p.head
+    report = {
+        "plan": mode,
+        "lower_bound": p.lower_bound,
+        "op_bound": op_bound(graph),
+        "planned_head": p.head,
+        "strategy": p.strategy,
+        "tflm": tflm,
+        "offline": ours,
+    }
+    chosen = ours if mode == "offline" else tflm
+    report.update(head=chosen["head"], tail=chosen["tail"], total=chosen["arena"],
+                  head_over_lower_bound=chosen["head"] / p.lower_bound if p.lower_bound else 1.0)
+    return (planned if mode == "offline" else bare), report
+
+
 def arena_with_margin(measured: int, margin: float) -> int:
     return int(math.ceil(measured * (1 + margin) / ALIGN) * ALIGN)
 
