@@ -259,7 +259,14 @@ def _c_string(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def write_settings_header(path: Path, meta: dict[str, Any], ops: list[str], arena: int, measured: int, margin: float) -> None:
+def write_settings_header(path: Path, meta: dict[str, Any], ops: list[str], arena: int, measured: int, margin: float,
+                          memory: dict[str, Any] | None = None) -> None:
+    plan_note = ""
+    if memory is not None:
+        how = ("the model's OfflineMemoryAllocation metadata (pipeline/memory_plan.py)" if memory["plan"] == "offline"
+               else "TFLM's greedy planner")
+        plan_note = (f"\n// Activations: {memory['head']} bytes placed by {how}; lower bound {memory['lower_bound']},"
+                     f"\n// TFLM greedy {memory['tflm']['head']}. Persistent (host): {memory['tail']} bytes.")
     inp, out, pre = meta["input"], meta["output"], meta["preprocess"]
     _, rows, cols, chans = inp["shape"]
     labels = meta["labels"]
@@ -300,7 +307,7 @@ inline constexpr int8_t kInputLut[256] = {{
 
 // Tensor arena: {measured} bytes measured with the tflite-micro host runtime (64-bit) on
 // the exact bytes of model_data.cc, plus {margin:.0%} margin. 32-bit targets need no more
-// than the host (their pointers and structs are smaller).
+// than the host (their pointers and structs are smaller).{plan_note}
 constexpr int kTensorArenaSize = {arena};
 
 // The ops to register:  tflite::MicroMutableOpResolver<kNumOps> r;
