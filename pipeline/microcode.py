@@ -263,10 +263,11 @@ def write_settings_header(path: Path, meta: dict[str, Any], ops: list[str], aren
                           memory: dict[str, Any] | None = None) -> None:
     plan_note = ""
     if memory is not None:
-        how = ("the model's OfflineMemoryAllocation metadata (pipeline/memory_plan.py)" if memory["plan"] == "offline"
-               else "TFLM's greedy planner")
-        plan_note = (f"\n// Activations: {memory['head']} bytes placed by {how}; lower bound {memory['lower_bound']},"
-                     f"\n// TFLM greedy {memory['tflm']['head']}. Persistent (host): {memory['tail']} bytes.")
+        how = ("the plan in the model's OfflineMemoryAllocation\n// metadata (pipeline/memory_plan.py)"
+               if memory["plan"] == "offline" else "TFLM's greedy planner")
+        plan_note = (f"\n// Activations: {memory['head']} bytes, placed by {how}; lower bound"
+                     f"\n// {memory['lower_bound']}, TFLM greedy {memory['tflm']['head']}. Persistent (host): "
+                     f"{memory['tail']} bytes.")
     inp, out, pre = meta["input"], meta["output"], meta["preprocess"]
     _, rows, cols, chans = inp["shape"]
     labels = meta["labels"]
