@@ -177,8 +177,13 @@ def test_stale_plan_is_refused(models: dict[str, bytes]) -> None:
     stale = mp.with_plan(models["residual"], other)
     with pytest.raises(PipelineError, match="stale: it plans"):
         mp.check_plan(stale)
-    # TFLM itself refuses it too (it checks the count, nothing else).
+    # TFLM itself refuses it too (it checks the count, nothing else) ...
     assert not _tflm_allocates(stale, 1 << 20)
+    # ... and so does the pipeline's host runner, before TFLM sees it.
+    from pipeline.evaluate import TFLMModel
+
+    with pytest.raises(PipelineError, match="stale"):
+        TFLMModel(stale, 1 << 20)
 
 
 def test_corrupt_plan_is_refused(models: dict[str, bytes]) -> None:
@@ -207,11 +212,13 @@ def _tflm_allocates(model: bytes, arena: int) -> bool:
 
 def test_plan_cli_on_a_model_the_user_brings(models: dict[str, bytes], tmp_path: Path) -> None:
     src, out = tmp_path / "user.tflite", tmp_path / "planned.tflite"
-    src.write_bytes(models["residual"])
+    # The user's model carries a stale plan (made for another model): reported and replaced.
+    src.write_bytes(mp.with_plan(models["residual"], mp.plan(mp.analyse(models["chain"]))))
     proc = subprocess.run([sys.executable, "-m", "pipeline", "plan", str(src), "--out", str(out)],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "TFLM greedy" in proc.stdout and "offline" in proc.stdout
+    assert "the plan the model carried: refused (the model's OfflineMemoryAllocation metadata is stale" in proc.stdout
     planned = out.read_bytes()
     _independent_check(planned)
     assert measure_arena(planned) <= measure_arena(models["residual"])
