@@ -177,6 +177,16 @@ def arena_breakdown(model: bytes, arena: int) -> dict[str, Any]:
     return {"used": found["total"], "head": found["head"], "tail": found["tail"], "tail_parts": parts}
 
 
+def _arena_account(model: bytes) -> dict[str, Any]:
+    """The minimal arena and its breakdown (TFLM's account first: it makes the search short)."""
+    try:
+        account = arena_breakdown(model, _GENEROUS)
+    except PipelineError:  # a model larger than _GENEROUS: search first
+        arena = measure_arena(model)
+        return {"arena": arena, **arena_breakdown(model, arena)}
+    return {"arena": measure_arena(model, hint=account["used"]), **account}
+
+
 def memory_plans(model: bytes, mode: str) -> tuple[bytes, dict[str, Any]]:
     """The model to embed (with our offline plan, or none: `mode` offline|tflm) and where RAM goes.
 
@@ -197,9 +207,7 @@ def memory_plans(model: bytes, mode: str) -> tuple[bytes, dict[str, Any]]:
     checked = check_plan(planned)
     if checked is None or checked["head"] != p.head:
         raise PipelineError("internal error: the plan written into the model does not read back as planned")
-    tflm, ours = (arena_breakdown(m, _GENEROUS) for m in (bare, planned))
-    tflm = {"arena": measure_arena(bare, hint=tflm["used"]), **tflm}
-    ours = {"arena": measure_arena(planned, hint=ours["used"]), **ours}
+    tflm, ours = _arena_account(bare), _arena_account(planned)
     if ours["head"] != p.head:
         # scratch buffers the kernels ask for at run time are planned by TFLM around ours
         ours["head_beyond_plan"] = ours["head"] - p.head
