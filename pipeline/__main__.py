@@ -55,6 +55,9 @@ def _options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--qat", choices=["auto", "on", "off"],
                    help="quantization-aware fine-tuning: 'auto' (default) when the int8 gate fails, 'on' always, 'off' never")
     g.add_argument("--qat-epochs", dest="qat_epochs", type=int, help="epochs of quantization-aware fine-tuning (default 8)")
+    g.add_argument("--memory-plan", dest="memory_plan", choices=["offline", "tflm"],
+                   help="activations in the arena: 'offline' (default: our plan, written into the model) "
+                        "or 'tflm' (TFLM's greedy planner)")
     g.add_argument("--calibration-images", dest="calibration_images", type=int,
                    help="training images used to calibrate int8 (default 200)")
 
@@ -74,6 +77,12 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--no-convert", dest="convert", action="store_false",
                    help="only params and MACs (skip the int8 conversion and arena measurement)")
     m.add_argument("--json", help="also write the rows to this JSON file")
+    pl = sub.add_parser("plan", help="plan the arena of any int8 .tflite offline and compare with TFLM's own plan",
+                        description="plan the arena of any int8 .tflite offline (OfflineMemoryAllocation metadata) "
+                                    "and measure it against TFLM's greedy plan on the host runtime")
+    pl.add_argument("model", help="an int8 .tflite file")
+    pl.add_argument("--out", help="write the planned model here")
+    pl.add_argument("--json", help="also write the figures to this JSON file")
     return p
 
 
@@ -84,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             from .model_table import print_table
 
             print_table(args)
+            return 0
+        if args.command == "plan":
+            from .plan_model import print_plan
+
+            print_plan(args)
             return 0
         from .build import run_build, run_stage
         from .config import field_names, make_config
