@@ -46,6 +46,12 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--no-convert", dest="convert", action="store_false",
                    help="only params and MACs (skip the int8 conversion and arena measurement)")
     m.add_argument("--json", help="also write the rows to this JSON file")
+    pl = sub.add_parser("plan", help="plan the arena of any int8 .tflite offline and compare with TFLM's own plan",
+                        description="plan the arena of any int8 .tflite offline (OfflineMemoryAllocation metadata) "
+                                    "and measure it against TFLM's greedy plan on the host runtime")
+    pl.add_argument("model", help="an int8 .tflite file")
+    pl.add_argument("--out", help="write the planned model here")
+    pl.add_argument("--json", help="also write the figures to this JSON file")
     return p
 
 
@@ -56,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             from .model_table import print_table
 
             print_table(args)
+            return 0
+        if args.command == "plan":
+            from .plan_model import print_plan
+
+            print_plan(args)
             return 0
         from .config import field_names, make_config
         from .outdir import locked, terminate_as_interrupt

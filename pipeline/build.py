@@ -257,32 +257,35 @@ def run_microcode(ctx: Context) -> Result:
         arena_with_margin,
         check_tflm_ops,
         compare_outputs,
-        measure_arena,
+        memory_plans,
         parse_c_array,
         write_c_array,
         write_settings_header,
     )
 
     cfg, ckpt = ctx.cfg, ctx.ckpt
-    model_bytes = (cfg.out_dir / TFLITE_FILE).read_bytes()
+    converted = (cfg.out_dir / TFLITE_FILE).read_bytes()
     meta = read_metadata(cfg.out_dir / METADATA_FILE)
-    _check_model_bytes(cfg.out_dir / TFLITE_FILE, model_bytes, meta)
-    lite = TFLiteModel(model_bytes)
+    _check_model_bytes(cfg.out_dir / TFLITE_FILE, converted, meta)
+    lite = TFLiteModel(converted)
     for name, t in (("input", lite.inp), ("output", lite.out)):
         if np.dtype(t["dtype"]) != np.int8:
             raise PipelineError(f"{cfg.out_dir / TFLITE_FILE} has a {np.dtype(t['dtype']).name} {name}; microcode needs a"
                                 " full-int8 model: run `python -m pipeline convert` to make one")
     ops = check_tflm_ops(lite.ops())
+    # The bytes the board runs: with our memory plan as metadata (--memory-plan offline).
+    model_bytes, memory = memory_plans(converted, cfg.memory_plan)
     with Staging(cfg.out_dir, "microcode") as staged:  # tflm/, test vectors and metadata go into place together
         cc, h, settings = staged.path(f"{TFLM_DIR}/{MODEL_CC}"), staged.path(f"{TFLM_DIR}/{MODEL_H}"), \
             staged.path(f"{TFLM_DIR}/{SETTINGS_H}")
         write_c_array(model_bytes, cc, h, source=TFLITE_FILE)
         array_bytes = parse_c_array(cc)
         if array_bytes != model_bytes:
-            raise GateError(f"C array check failed: {MODEL_CC} does not hold the bytes of {TFLITE_FILE}")
-        measured = measure_arena(array_bytes)
+            raise GateError(f"C array check failed: {MODEL_CC} does not hold the bytes of {TFLITE_FILE}"
+                            + (" with its memory plan" if cfg.memory_plan == "offline" else ""))
+        measured = memory[cfg.memory_plan]["arena"]
         arena = arena_with_margin(measured, cfg.arena_margin)
-        write_settings_header(settings, meta, ops, arena, measured, cfg.arena_margin)  # kTensorArenaSize = arena
+        write_settings_header(settings, meta, ops, arena, measured, cfg.arena_margin, memory)  # kTensorArenaSize = arena
         spec = preprocess_spec(cfg)
         test = prepare(cfg, spec).test
         q_in = quantize_images(test.images, spec, meta["input"]["scale"], meta["input"]["zero_point"])
@@ -291,7 +294,7 @@ def run_microcode(ctx: Context) -> Result:
         check = compare_outputs(tflm_out, ref_out, cfg.tflm_max_lsb, cfg.tflm_min_agreement)
         staged.path(VECTORS_FILE).write_bytes(_npz_bytes(inputs=q_in, labels=test.labels, tflm_outputs=tflm_out))
         meta["tflm"] = {"arena_bytes": arena, "arena_measured_host": measured,
-                        "arena_margin": cfg.arena_margin, "ops": ops}
+                        "arena_margin": cfg.arena_margin, "memory_plan": cfg.memory_plan, "ops": ops}
         write_json(staged.path(METADATA_FILE), meta)
         staged.commit()
     res = {
@@ -300,12 +303,15 @@ def run_microcode(ctx: Context) -> Result:
         "arena_measured_host": measured,
         "arena_bytes": arena,
         "arena_margin": cfg.arena_margin,
+        "memory": memory,
         "ops": ops,
         "array_bytes": len(array_bytes),
     }
     return Result(res, lambda r: f"TFLM top-1 {r['tflm']['top1']:.2f}%, max {check['max_lsb_diff']} LSB vs LiteRT "
                   f"reference, {check['top1_agreement']:.2f}% agreement; arena {measured:,} B measured, "
-                  f"{arena:,} B in header")
+                  f"{arena:,} B in header\n"
+                  f"activations {memory['head']:,} B ({cfg.memory_plan} plan; lower bound {memory['lower_bound']:,} B, "
+                  f"TFLM greedy {memory['tflm']['head']:,} B) + {memory['tail']:,} B persistent = {memory['total']:,} B")
 
 
 def _npz_bytes(**arrays: np.ndarray) -> bytes:

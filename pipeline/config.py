@@ -102,6 +102,10 @@ class BuildConfig:
     tflm_max_lsb: int = opt(1, ("microcode", *GATE_LIMIT))  # TFLM vs LiteRT reference kernels, int8 output steps
     tflm_min_agreement: float = opt(99.5, ("microcode", *GATE_LIMIT))  # % top-1 agreement TFLM vs LiteRT
     arena_margin: float = opt(0.10, ("microcode",))  # added to the host-measured arena for 32-bit targets
+    # activations' placement in the arena: "offline" (pipeline/memory_plan.py, written into
+    # the model as OfflineMemoryAllocation metadata) or "tflm" (TFLM's greedy planner)
+    memory_plan: str = opt("offline", ("microcode",), "activations in the arena: 'offline' (default: our plan, "
+                           "written into the model) or 'tflm' (TFLM's greedy planner)", choices=["offline", "tflm"])
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +117,8 @@ class BuildConfig:
     def validate(self) -> None:
         if self.color not in ("rgb", "gray"):
             raise PipelineError(f"color must be 'rgb' or 'gray', got '{self.color}'")
+        if self.memory_plan not in ("offline", "tflm"):
+            raise PipelineError(f"memory_plan must be 'offline' or 'tflm', got '{self.memory_plan}'")
         if self.checkpoint not in ("within_se", "best"):
             raise PipelineError(f"checkpoint must be 'within_se' or 'best', got '{self.checkpoint}'")
         if self.qat not in ("auto", "on", "off"):

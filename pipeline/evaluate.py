@@ -94,6 +94,9 @@ class TFLMModel:
     def __init__(self, model: bytes, arena_size: int) -> None:
         from tflite_micro.python.tflite_micro import runtime
 
+        from .memory_plan import check_plan
+
+        check_plan(model)  # a stale or corrupt offline memory plan is refused, not run
         self.interp = runtime.Interpreter.from_bytes(model, arena_size=arena_size)
 
     def run_int8(self, x: np.ndarray) -> np.ndarray:

@@ -100,13 +100,21 @@ def _fits(model_path: Path, arena: int) -> bool:
     return proc.returncode == 0
 
 
-def measure_arena(model: bytes, granularity: int = ALIGN) -> int:
-    """The smallest arena (bytes, multiple of `granularity`) the TFLM host runtime accepts."""
+def measure_arena(model: bytes, granularity: int = ALIGN, hint: int | None = None) -> int:
+    """The smallest arena (bytes, multiple of `granularity`) the TFLM host runtime accepts.
+
+    With a `hint` (the bytes TFLM reported using), two probes confirm it is the minimum;
+    otherwise, or when they do not, a search finds it.
+    """
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
         f.write(model)
         f.flush()
+        if hint is not None:
+            guess = -(-hint // granularity) * granularity
+            if _fits(Path(f.name), guess) and not _fits(Path(f.name), guess - granularity):
+                return guess
         return _search_arena(Path(f.name), granularity)
 
 
@@ -126,6 +134,97 @@ def _search_arena(model: Path, granularity: int) -> int:
         else:
             lo = mid
     return hi
+
+
+_BREAKDOWN = r"""
+import sys
+from tflite_micro.python.tflite_micro import runtime
+i = runtime.Interpreter.from_bytes(open(sys.argv[1], "rb").read(), arena_size=int(sys.argv[2]))
+i.print_allocations()
+"""
+
+_GENEROUS = 1 << 26  # an arena every model here fits in, to read TFLM's own account of its use
+
+# RecordingMicroAllocator's names for the parts of the tail.
+_TAIL_PARTS = {
+    "TfLiteEvalTensor data": "eval_tensors",
+    "Persistent TfLiteTensor data": "tensors",
+    "Persistent TfLiteTensor quantization data": "tensor_quantization",
+    "Persistent buffer data": "persistent_buffers",
+    "NodeAndRegistration struct": "node_structs",
+}
+
+
+def arena_breakdown(model: bytes, arena: int) -> dict[str, Any]:
+    """Where the bytes of an arena go, from TFLM's RecordingMicroAllocator on the host runtime.
+
+    `used`: the bytes allocated; `head`: the non-persistent part (activations, as planned);
+    `tail`: persistent buffers, eval tensors and node structs, with `tail_parts` naming each.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(model)
+        f.flush()
+        proc = subprocess.run([sys.executable, "-c", _BREAKDOWN, f.name, str(arena)], capture_output=True, text=True)
+    text = proc.stdout + proc.stderr
+    found = {k: int(v) for k, v in re.findall(r"Arena allocation (total|head|tail) (\d+) bytes", text)}
+    if proc.returncode != 0 or set(found) != {"total", "head", "tail"}:
+        raise PipelineError(f"the TFLM host runtime did not report its arena for this model in {arena} bytes: "
+                            f"{text.strip()[-300:]}")
+    parts = {_TAIL_PARTS.get(name, name): int(v) for name, v in re.findall(r"'([^']+)' used (\d+) bytes", text)}
+    return {"used": found["total"], "head": found["head"], "tail": found["tail"], "tail_parts": parts}
+
+
+def _arena_account(model: bytes) -> dict[str, Any]:
+    """The minimal arena and its breakdown (TFLM's account first: it makes the search short)."""
+    try:
+        account = arena_breakdown(model, _GENEROUS)
+    except PipelineError:  # a model larger than _GENEROUS: search first
+        arena = measure_arena(model)
+        return {"arena": arena, **arena_breakdown(model, arena)}
+    return {"arena": measure_arena(model, hint=account["used"]), **account}
+
+
+def memory_plans(model: bytes, mode: str) -> tuple[bytes, dict[str, Any]]:
+    """The model to embed (with our offline plan, or none: `mode` offline|tflm) and where RAM goes.
+
+    `op_bound` (the largest single op's activations) is what no reordering of the ops can
+    beat: where it equals the lower bound, the op order is already the best. Measures, on
+    the host TFLM runtime, the minimal arena with TFLM's own greedy plan and
+    with ours, and their heads and tails; the lower bound and our plan's head come from the
+    planner. An earlier plan in the model is replaced (offline) or dropped (tflm).
+    """
+    from .memory_plan import analyse, check_plan, op_bound, plan, with_plan, without_plan
+
+    if mode not in ("offline", "tflm"):
+        raise PipelineError(f"memory plan must be 'offline' or 'tflm', got '{mode}'")
+    bare = without_plan(model)
+    graph = analyse(bare)
+    p = plan(graph)
+    planned = with_plan(bare, p)
+    checked = check_plan(planned)
+    if checked is None or checked["head"] != p.head:
+        raise PipelineError("internal error: the plan written into the model does not read back as planned")
+    tflm, ours = _arena_account(bare), _arena_account(planned)
+    if ours["head"] != p.head:
+        # scratch buffers the kernels ask for at run time are planned by TFLM around ours
+        ours["head_beyond_plan"] = ours["head"] - p.head
+    report = {
+        "plan": mode,
+        "lower_bound": p.lower_bound,
+        "op_bound": op_bound(graph),
+        "planned_head": p.head,
+        "strategy": p.strategy,
+        "tflm": tflm,
+        "offline": ours,
+    }
+    chosen = ours if mode == "offline" else tflm
+    report.update(head=chosen["head"], tail=chosen["tail"], total=chosen["arena"],
+                  head_over_lower_bound=chosen["head"] / p.lower_bound if p.lower_bound else 1.0)
+    return (planned if mode == "offline" else bare), report
 
 
 def arena_with_margin(measured: int, margin: float) -> int:
@@ -190,7 +289,15 @@ def _c_string(s: str) -> str:
     return '"' + "".join(out) + '"'
 
 
-def write_settings_header(path: Path, meta: dict[str, Any], ops: list[str], arena: int, measured: int, margin: float) -> None:
+def write_settings_header(path: Path, meta: dict[str, Any], ops: list[str], arena: int, measured: int, margin: float,
+                          memory: dict[str, Any] | None = None) -> None:
+    plan_note = ""
+    if memory is not None:
+        how = ("the plan in the model's OfflineMemoryAllocation\n// metadata (pipeline/memory_plan.py)"
+               if memory["plan"] == "offline" else "TFLM's greedy planner")
+        plan_note = (f"\n// Activations: {memory['head']} bytes, placed by {how}; lower bound"
+                     f"\n// {memory['lower_bound']}, TFLM greedy {memory['tflm']['head']}. Persistent (host): "
+                     f"{memory['tail']} bytes.")
     inp, out, pre = meta["input"], meta["output"], meta["preprocess"]
     _, rows, cols, chans = inp["shape"]
     labels = meta["labels"]
@@ -231,7 +338,7 @@ inline constexpr int8_t kInputLut[256] = {{
 
 // Tensor arena: {measured} bytes measured with the tflite-micro host runtime (64-bit) on
 // the exact bytes of model_data.cc, plus {margin:.0%} margin. 32-bit targets need no more
-// than the host (their pointers and structs are smaller).
+// than the host (their pointers and structs are smaller).{plan_note}
 constexpr int kTensorArenaSize = {arena};
 
 // The ops to register:  tflite::MicroMutableOpResolver<kNumOps> r;

@@ -37,10 +37,42 @@ def _model_facts(cfg: BuildConfig, ckpt: dict[str, Any], conv: dict[str, Any], m
         "tflite_bytes": conv["tflite_bytes"],
         "arena_bytes": micro["arena_bytes"],
         "arena_measured_host": micro["arena_measured_host"],
+        "memory": _memory_facts(micro.get("memory")),
         "ops": micro["ops"],
         "op_counts": conv["op_counts"],
         "weights_from": ckpt["weights_from"],
     }
+
+
+def _memory_facts(memory: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Where the host arena's bytes go, per plan: lower bound, head, tail, total, ratio."""
+    if memory is None:  # a build from before the memory planner
+        return None
+    lb = memory["lower_bound"]
+
+    def row(m: dict[str, Any]) -> dict[str, Any]:
+        return {"head": m["head"], "tail": m["tail"], "total": m["arena"], "tail_parts": m["tail_parts"],
+                "head_over_lower_bound": round(m["head"] / lb, 4) if lb else None}
+
+    return {"plan": memory["plan"], "lower_bound": lb, "op_bound": memory["op_bound"],
+            "strategy": memory["strategy"], "tflm": row(memory["tflm"]), "offline": row(memory["offline"])}
+
+
+def _memory_lines(mem: dict[str, Any] | None) -> list[str]:
+    if mem is None:
+        return []
+    lines = ["", "## RAM (tensor arena on the 64-bit host runtime)", "",
+             f"Activations' lower bound: {mem['lower_bound']:,} B (the most bytes live at once"
+             + (", which no op order can lower)." if mem["op_bound"] == mem["lower_bound"] else
+                f"; {mem['op_bound']:,} B with the best op order)."),
+             f"The build uses the {mem['plan']} plan.", "",
+             "| plan | head (activations) | / lower bound | tail (persistent) | total |", "|---|---|---|---|---|"]
+    for name, label in (("tflm", "TFLM greedy"), ("offline", f"offline ({mem['strategy']})")):
+        m = mem[name]
+        lines.append(f"| {label} | {m['head']:,} | {m['head_over_lower_bound']:.3f} | {m['tail']:,} | {m['total']:,} |")
+    parts = mem[mem["plan"]]["tail_parts"]
+    lines += ["", "Tail: " + ", ".join(f"{k.replace('_', ' ')} {v:,} B" for k, v in parts.items()) + "."]
+    return lines
 
 
 def _plots(out: Path, stages: dict[str, Any], history: list[dict[str, float]], labels: list[str]) -> dict[str, str]:
@@ -201,6 +233,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"{m['arena_bytes']:,} bytes in model_settings.h",
         "- ops: " + ", ".join(f"{o} x{n}" for o, n in m["op_counts"].items()),
         f"- weights: {m['weights_from']}",
+        *_memory_lines(m.get("memory")),
         "",
         "## Dataset",
         "",

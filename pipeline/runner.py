@@ -54,7 +54,8 @@ def _run(stage: Stage, cfg: BuildConfig, **options: Any) -> dict[str, Any]:
         values["seconds"] = time.time() - t0
         record(cfg.out_dir, stage.name, values)
     if result.summary:
-        log(f"{stage.name}: {result.summary(values)}")
+        for line in result.summary(values).splitlines():
+            log(f"{stage.name}: {line}")
     for note in result.notes:
         log(f"note: {note}")
     return values

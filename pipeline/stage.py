@@ -25,7 +25,7 @@ RESULTS = "results"
 @dataclass
 class Result:
     """What a stage measured (recorded as results/<stage>.json, with the seconds it took), the
-    line the runner logs once it is recorded (given the recorded values) and notes after it."""
+    line(s) the runner logs once it is recorded (given the recorded values) and notes after them."""
 
     values: dict[str, Any]
     summary: Callable[[dict[str, Any]], str] | None = None

@@ -94,8 +94,24 @@ def test_test_vectors_are_the_tflm_outputs(tiny_build: Path) -> None:
     z = np.load(tiny_build / "test_vectors.npz")
     meta = json.loads((tiny_build / "metadata.json").read_text())
     assert z["inputs"].dtype == np.int8 and z["inputs"].shape[1:] == (96, 96, 3)
-    tflm = TFLMModel((tiny_build / "model_int8.tflite").read_bytes(), meta["tflm"]["arena_bytes"])
+    # The bytes the firmware runs: the model with its offline memory plan.
+    tflm = TFLMModel(parse_c_array(tiny_build / "tflm/model_data.cc"), meta["tflm"]["arena_bytes"])
     assert (tflm.run_int8(z["inputs"][:5]) == z["tflm_outputs"][:5]).all()
+    unplanned = TFLMModel((tiny_build / "model_int8.tflite").read_bytes(), 1 << 20)
+    assert (unplanned.run_int8(z["inputs"][:5]) == z["tflm_outputs"][:5]).all()
+
+
+def test_arena_follows_the_offline_plan(tiny_build: Path) -> None:
+    from pipeline.memory_plan import check_plan
+
+    report = json.loads((tiny_build / "report.json").read_text())
+    mem = report["model"]["memory"]
+    assert mem["plan"] == "offline"
+    planned = check_plan(parse_c_array(tiny_build / "tflm/model_data.cc"))
+    assert planned is not None and planned["head"] == mem["offline"]["head"] == mem["lower_bound"]  # a chain: exact
+    assert mem["offline"]["total"] == report["model"]["arena_measured_host"] < mem["tflm"]["total"]
+    assert mem["tflm"]["tail"] == mem["offline"]["tail"]  # the plan moves activations only
+    assert "| TFLM greedy |" in (tiny_build / "report.md").read_text()
 
 
 def test_a_stage_reruns_alone_and_a_failed_gate_overwrites_nothing(tiny_build: Path, tmp_path: Path) -> None:
