@@ -56,9 +56,12 @@ def test_report_fields(tiny_build: Path) -> None:
 
 
 def test_c_array_is_the_tflite_and_header_matches_metadata(tiny_build: Path) -> None:
+    from pipeline.memory_plan import analyse, plan, with_plan
+
     model = (tiny_build / "model_int8.tflite").read_bytes()
-    assert parse_c_array(tiny_build / "tflm" / "model_data.cc") == model
     meta = json.loads((tiny_build / "metadata.json").read_text())
+    assert meta["tflm"]["memory_plan"] == "offline"  # the .tflite with the offline plan microcode made
+    assert parse_c_array(tiny_build / "tflm" / "model_data.cc") == with_plan(model, plan(analyse(model)))
     assert meta["input"]["dtype"] == "int8" and meta["output"]["dtype"] == "int8"
     assert meta["input"]["shape"] == [1, 96, 96, 3]
     assert meta["labels"] == (tiny_build / "labels.txt").read_text().split("\n")[:-1]
