@@ -37,7 +37,9 @@ TFLM_SHARED ?= $(abspath $(FW_ROOT)/../shared/tflm/tflite-micro)
 TFLM_CANDIDATES := $(TFLM_CACHE)/tflite-micro $(TFLM_SHARED)
 TFLM_FOUND := $(firstword $(foreach d,$(TFLM_CANDIDATES),$(if $(wildcard $(d)/tensorflow/lite/micro/micro_interpreter.h),$(d))))
 TFLM_DIR ?= $(TFLM_FOUND)
-TFLM_NONE_MSG := no TFLM sources: set TFLM_DIR to a tflite-micro checkout with its third-party downloads,   or run 'make tflm' (clones the pinned commit into $(TFLM_CACHE)/tflite-micro; needs github.com),   or put the shared tree at $(TFLM_SHARED) (see firmware/README.md)
+TFLM_NONE_MSG := no TFLM sources: set TFLM_DIR to a tflite-micro checkout with its third-party downloads,
+TFLM_NONE_MSG += or run 'make tflm' (clones the pinned commit into $(TFLM_CACHE)/tflite-micro; needs github.com),
+TFLM_NONE_MSG += or put the shared tree at $(TFLM_SHARED) (see firmware/README.md)
 # Espressif's ESP-NN and esp-tflite-micro (its kernels/esp_nn glue) for OPTIMIZED_KERNEL_DIR=esp_nn,
 # beside the shared TFLM tree (pinned commits: ../shared/tflm/README.md, firmware/README.md).
 ESP_NN_DIR ?= $(abspath $(FW_ROOT)/../shared/tflm/esp-nn)

@@ -129,3 +129,29 @@ def test_truncated_bare_model_gives_one_line(build: Path, tmp_path: Path, keep: 
     line = one_error_line(proc)
     assert str(bare) in line
     assert os.path.getsize(bare) < len(data)
+
+
+def test_a_model_that_hangs_the_probe_is_refused_in_bounded_time(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A damaged file can send LiteRT into a long loop instead of a crash: the forked probe is
+    killed at its deadline and the file refused on one line (the runner never loads it)."""
+    from device import inference, modelcheck
+    from device.errors import DeviceError
+
+    monkeypatch.setattr(modelcheck, "PROBE_SECONDS", 0.5)
+    monkeypatch.setattr(inference, "make_interpreter", lambda *a, **k: time.sleep(30))
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="did not finish loading it in 0 s"):
+        modelcheck.probe(tmp_path / "m.tflite", 1)
+    assert time.monotonic() - t0 < 10
+
+
+def test_a_load_error_in_the_probe_is_the_refusal(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from device import inference, modelcheck
+    from device.errors import DeviceError
+
+    def fail(*a: object, **k: object) -> None:
+        raise ValueError("Did not get tensors in subgraph 0.")
+
+    monkeypatch.setattr(inference, "make_interpreter", fail)
+    with pytest.raises(DeviceError, match="Did not get tensors in subgraph 0.; the file is damaged"):
+        modelcheck.probe(tmp_path / "m.tflite", 1)
