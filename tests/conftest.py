@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from deploy_support import pi, sshd  # noqa: F401 - the deploy tests' fixtures, for every deploy module
 from helpers import TINY_ARGS, TINY_CONFIG, run_pipeline
 
 # Under CI=true (.ci/run sets it) a skipped test fails: .ci/run installs every package the

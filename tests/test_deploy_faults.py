@@ -12,16 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import test_deploy
-from test_deploy import Pi, fake_app, ok
+from deploy_support import Pi, fake_app, ok
 
 from device.deploy import remote
 from device.deploy.loopback import why_no_sshd
 
 REPO = Path(__file__).resolve().parents[1]
-# The deploy tests' loopback sshd and stand-in Pi, shared rather than written again.
-sshd = test_deploy.sshd
-pi = test_deploy.pi
 needs_sshd = pytest.mark.skipif(bool(why_no_sshd()), reason=why_no_sshd() or "sshd available")
 
 

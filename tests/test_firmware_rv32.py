@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_firmware_qemu import assert_bit_exact, parse, settings_value
+from firmware_support import assert_bit_exact, parse, settings_value
 
 from pipeline.firmware_env import make_vars
 
