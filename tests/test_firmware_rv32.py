@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from firmware_support import assert_bit_exact, parse, settings_value
 
-from pipeline.firmware_env import make_vars
+from pipeline.firmware_env import find_tflm, make_vars, missing_tools
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARD = "rv32imc-virt"
@@ -42,16 +42,16 @@ def _dir_of(var: str) -> Path | None:
 
 
 def _missing() -> str | None:
-    for tool in ("riscv64-unknown-elf-g++", "qemu-system-riscv32"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found (apt-get install {PACKAGES})"
+    why = missing_tools(tuple((tool, PACKAGES) for tool in ("riscv64-unknown-elf-g++", "qemu-system-riscv32")))
+    if why:
+        return why
     if not Path("/usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs").is_file():
         return f"no picolibc for riscv64-unknown-elf (apt-get install {PACKAGES})"
     if not glob.glob("/usr/include/newlib/c++/*/cstdint"):
         return f"no libstdc++ headers in /usr/include/newlib/c++ (apt-get install {PACKAGES})"
-    tflm = _dir_of("TFLM_DIR")
-    if tflm is None or not (tflm / "tensorflow/lite/micro/tools/make/downloads/flatbuffers").is_dir():
-        return "no TFLM with its downloads: `make tflm`, TFLM_DIR, or ../shared/tflm/tflite-micro"
+    tflm, why = find_tflm()
+    if tflm is None:
+        return why
     esp_nn, esp_tflm = _dir_of("ESP_NN_DIR"), _dir_of("ESP_TFLM_DIR")
     if esp_nn is None or not (esp_nn / "include/esp_nn.h").is_file() or esp_tflm is None or \
             not (esp_tflm / "tensorflow/lite/micro/kernels/esp_nn/conv.cc").is_file():
