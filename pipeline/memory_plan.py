@@ -80,37 +80,13 @@ def analyse(model: bytes) -> Graph:
             "Use --memory-plan tflm for this model."
         )
     g = m.Subgraphs(0)
-    n_ops = g.OperatorsLength()
-    first: dict[int, int] = {}
-    last: dict[int, int] = {}
-
-    def touch(t: int, scope: int, create: bool) -> None:
-        if create and (t not in first or first[t] > scope):
-            first[t] = scope
-        if t not in last or last[t] < scope:
-            last[t] = scope
-
-    for t in g.InputsAsNumpy().tolist() if g.InputsLength() else []:
-        touch(t, 0, True)
-    producer: dict[int, int] = {}
-    op_inputs = []
-    for i in range(n_ops):
+    ops = []
+    for i in range(g.OperatorsLength()):
         op = g.Operators(i)
-        scope = i + 1
         outs = op.OutputsAsNumpy().tolist() if op.OutputsLength() else []
         ins = [t for t in (op.InputsAsNumpy().tolist() if op.InputsLength() else []) if t >= 0]
-        for t in outs:
-            touch(t, scope, True)
-            producer.setdefault(t, i)
-        for t in ins:
-            touch(t, scope, False)
-        for t in outs:
-            touch(t, scope, False)
-        op_inputs.append(tuple(ins))
-    for t in g.OutputsAsNumpy().tolist() if g.OutputsLength() else []:
-        touch(t, n_ops, True)
-        touch(t, n_ops, False)
-    buffers = []
+        ops.append((ins, outs))
+    sizes: dict[int, int] = {}
     for t in range(g.TensorsLength()):
         tensor = g.Tensors(t)
         buf = m.Buffers(tensor.Buffer()) if tensor.Buffer() < m.BuffersLength() else None
@@ -120,11 +96,46 @@ def analyse(model: bytes) -> Graph:
         shape = tensor.ShapeAsNumpy().tolist() if tensor.ShapeLength() else []
         if tensor.Type() not in _DTYPE_BYTES:
             raise PipelineError(f"tensor {t} has a type (code {tensor.Type()}) the memory planner does not know")
-        size = int(np.prod(shape, dtype=np.int64)) * _DTYPE_BYTES[tensor.Type()]
-        if size == 0 or t not in first:
-            continue  # TFLM allocates nothing for it (or refuses the model itself)
-        buffers.append(Buffer(t, _align(size), first[t], last[t]))
-    return Graph(g.TensorsLength(), n_ops, tuple(buffers), producer, tuple(op_inputs))
+        sizes[t] = int(np.prod(shape, dtype=np.int64)) * _DTYPE_BYTES[tensor.Type()]
+    inputs = g.InputsAsNumpy().tolist() if g.InputsLength() else []
+    outputs = g.OutputsAsNumpy().tolist() if g.OutputsLength() else []
+    return graph_of(g.TensorsLength(), ops, inputs, outputs, sizes)
+
+
+def graph_of(tensors: int, ops: Sequence[tuple[Sequence[int], Sequence[int]]], inputs: Sequence[int],
+             outputs: Sequence[int], sizes: dict[int, int]) -> Graph:
+    """The planner's view of a graph: `ops` as (inputs, outputs) tensor ids in run order,
+    `sizes` the bytes of every tensor in the head (activations; constants left out)."""
+    n_ops = len(ops)
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+
+    def touch(t: int, scope: int, create: bool) -> None:
+        if create and (t not in first or first[t] > scope):
+            first[t] = scope
+        if t not in last or last[t] < scope:
+            last[t] = scope
+
+    for t in inputs:
+        touch(t, 0, True)
+    producer: dict[int, int] = {}
+    op_inputs = []
+    for i, (ins, outs) in enumerate(ops):
+        scope = i + 1
+        for t in outs:
+            touch(t, scope, True)
+            producer.setdefault(t, i)
+        for t in ins:
+            touch(t, scope, False)
+        for t in outs:
+            touch(t, scope, False)
+        op_inputs.append(tuple(ins))
+    for t in outputs:
+        touch(t, n_ops, True)
+        touch(t, n_ops, False)
+    buffers = [Buffer(t, _align(size), first[t], last[t]) for t, size in sorted(sizes.items())
+               if size and t in first]  # TFLM allocates nothing for the rest (or refuses the model itself)
+    return Graph(tensors, n_ops, tuple(buffers), producer, tuple(op_inputs))
 
 
 def lower_bound(buffers: Sequence[Buffer]) -> int:
