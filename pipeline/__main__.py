@@ -52,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("model", help="an int8 .tflite file")
     pl.add_argument("--out", help="write the planned model here")
     pl.add_argument("--json", help="also write the figures to this JSON file")
+    from .estimate import add_parser as add_estimate
+    from .fit import add_parser as add_fit
+
+    add_fit(sub)
+    add_estimate(sub)
     return p
 
 
@@ -63,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
 
             print_table(args)
             return 0
+        if args.command == "fit":
+            from .fit import run_fit
+
+            return run_fit(args)
+        if args.command == "estimate":
+            from .estimate import run_estimate
+
+            return run_estimate(args)
         if args.command == "plan":
             from .plan_model import print_plan
 

@@ -104,6 +104,11 @@ class BuildConfig:
     arena_margin: float = opt(0.10, ("microcode",))  # added to the host-measured arena for 32-bit targets
     # activations' placement in the arena: "offline" (pipeline/memory_plan.py, written into
     # the model as OfflineMemoryAllocation metadata) or "tflm" (TFLM's greedy planner)
+    # the board the build is for (boards/NAME.toml, or a profile's path): the report then shows the
+    # model against the board's RAM and flash budget and its estimated latency there
+    board: str | None = opt(None, ("report",), "board the model is for (boards/NAME.toml; `python -m pipeline "
+                            "boards` lists them): the report shows its budget, headroom and estimated latency")
+    board_overrides: dict | None = opt(None, ("report",))  # ram / flash / clock_mhz / core, as `fit` was given
     memory_plan: str = opt("offline", ("microcode",), "activations in the arena: 'offline' (default: our plan, "
                            "written into the model) or 'tflm' (TFLM's greedy planner)", choices=["offline", "tflm"])
 

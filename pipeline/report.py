@@ -122,6 +122,47 @@ def _plots(out: Path, stages: dict[str, Any], history: list[dict[str, float]], l
     return paths
 
 
+def _board_facts(cfg: BuildConfig, micro: dict[str, Any], tflite: Path) -> dict[str, Any] | None:
+    """The board the build is for (--board): its budget for the model, the headroom left, and
+    the latency the cost model (pipeline/latency.py) estimates for this model there."""
+    if not cfg.board:
+        return None
+    from .boards import load_board
+    from .latency import estimate_latency_ms
+    from .opgraph import from_tflite
+
+    b = load_board(cfg.board, **(cfg.board_overrides or {}))
+    arena, model = micro["arena_bytes"], micro["array_bytes"]
+    return {
+        "name": b.name, "description": b.description, "core": b.core, "clock_mhz": b.clock_mhz, "kernels": b.kernels,
+        "ram_bytes": b.ram_bytes, "flash_bytes": b.flash_bytes, "overrides": cfg.board_overrides or {},
+        "model_ram_bytes": b.arena_ram_bytes, "model_flash_bytes": b.model_flash_bytes,
+        "arena_bytes": arena, "model_bytes": model,
+        "ram_headroom_bytes": b.arena_ram_bytes - arena, "flash_headroom_bytes": b.model_flash_bytes - model,
+        "fits": arena <= b.arena_ram_bytes and model <= b.model_flash_bytes,
+        "latency_ms_estimated": round(estimate_latency_ms(from_tflite(tflite.read_bytes()), b.core, b.clock_mhz,
+                                                          b.kernels), 2),
+        "overhead_source": b.overhead_source,
+    }
+
+
+def _board_lines(b: dict[str, Any] | None) -> list[str]:
+    if not b:
+        return []
+    over = f" (overridden: {', '.join(f'{k}={v}' for k, v in b['overrides'].items())})" if b["overrides"] else ""
+    return ["", f"## Board: {b['name']}", "",
+            f"{b['description']}{over}: {b['core']}, {b['clock_mhz']:g} MHz, {b['kernels']} kernels; "
+            f"{b['ram_bytes']:,} B RAM and {b['flash_bytes']:,} B flash, of which the model may use "
+            f"{b['model_ram_bytes']:,} B and {b['model_flash_bytes']:,} B ({b['overhead_source']}).", "",
+            "| | this model | budget | headroom |", "|---|---:|---:|---:|",
+            f"| RAM: tensor arena (kTensorArenaSize) | {b['arena_bytes']:,} | {b['model_ram_bytes']:,} "
+            f"| {b['ram_headroom_bytes']:,} |",
+            f"| flash: model C array | {b['model_bytes']:,} | {b['model_flash_bytes']:,} "
+            f"| {b['flash_headroom_bytes']:,} |", "",
+            f"{'Fits' if b['fits'] else 'Does NOT fit'}. Estimated latency there: {b['latency_ms_estimated']:,.1f} ms "
+            "per inference (pipeline/latency.py's cost model; docs/LATENCY.md says how close it comes)."]
+
+
 def write_report(cfg: BuildConfig, ckpt: dict[str, Any]) -> dict[str, Any]:
     out = cfg.out_dir
     results = {s: load_result(out, s) for s in ("data", "train", "export", "convert", "microcode")}
@@ -154,6 +195,7 @@ def write_report(cfg: BuildConfig, ckpt: dict[str, Any]) -> dict[str, Any]:
         "config": ckpt["config"],
         "dataset": results["data"] or ckpt.get("dataset"),
         "model": model,
+        "board": _board_facts(cfg, micro, out / "model_int8.tflite"),
         "stages": stages,
         "gates": gates,
         "timings_s": timings,
@@ -234,6 +276,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "- ops: " + ", ".join(f"{o} x{n}" for o, n in m["op_counts"].items()),
         f"- weights: {m['weights_from']}",
         *_memory_lines(m.get("memory")),
+        *_board_lines(r.get("board")),
         "",
         "## Dataset",
         "",

@@ -1,0 +1,165 @@
+"""The full grid behind docs/FIT.md: every candidate that fits a board, fully trained.
+
+    python -m bench.fit_grid list --board nucleo-l4r5zi --board nano33ble-sense --classes 3 > grid.json
+    python -m bench.fit_grid train --grid grid.json --data DIR --pretrained DIR --out OUT [--jobs 8] [--keep 12]
+    python -m bench.fit_grid int8 --out OUT            # export + convert the kept models: int8 test top-1
+
+`train` runs the build's own training (pipeline.train.train, the default recipe: 40 epochs,
+the epoch kept by the default rule, ImageNet weights where published) for each candidate, several at
+a time (on a GPU when there is one), and measures float top-1 on the test split; it keeps the
+weights of the `--keep` best per board (what `int8` converts: the int8 gate bounds the float->int8
+drop, so the best int8 model is among the best float ones). `int8` runs the export and convert
+stages on each kept model, as a build does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+
+def cmd_list(a: argparse.Namespace) -> None:
+    from pipeline.boards import load_board
+    from pipeline.estimate import Candidate, estimate
+    from pipeline.fit import ARCHS, COLORS, RESOLUTIONS, WIDTHS
+
+    boards = [load_board(b) for b in a.board]
+    rows = []
+    for arch in ARCHS:
+        for w in WIDTHS:
+            for r in RESOLUTIONS:
+                for col in COLORS:
+                    c = Candidate(arch, w, r, col, a.classes)
+                    e = estimate(c)
+                    fits = [b.name for b in boards
+                            if e.arena_linked <= b.arena_ram_bytes and e.model_bytes <= b.model_flash_bytes]
+                    if fits:
+                        rows.append({"arch": arch, "width": w, "resolution": r, "color": col, "name": c.name,
+                                     "macs": e.macs, "boards": fits})
+    json.dump(rows, sys.stdout, indent=1)
+
+
+def _train_one(row: dict[str, Any], data: str, pretrained: str, out: str, threads: int,
+               epochs: int | None) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    from pipeline.checkpoint import model_from_checkpoint
+    from pipeline.config import make_config
+    from pipeline.data import prepare, preprocess_spec
+    from pipeline.estimate import Candidate
+    from pipeline.fit import pretrained_for
+    from pipeline.train import evaluate_logits, train
+
+    c = Candidate(row["arch"], row["width"], row["resolution"], row["color"])
+    cfg = make_config(None, data=data, out=str(Path(out) / c.name), arch=c.arch, width=c.width,
+                      resolution=c.resolution, color=c.color, pretrained=pretrained_for(c, pretrained),
+                      **({"epochs": epochs} if epochs else {}))
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    ckpt = train(cfg)
+    spec = preprocess_spec(cfg)
+    test = prepare(cfg, spec).test
+    device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    model = model_from_checkpoint(ckpt).to(device).eval()
+    logits = evaluate_logits(model, test.images, spec, device)
+    top1 = float(100 * np.mean(logits.argmax(1) == test.labels))
+    return {**row, "float_test_top1": round(top1, 2), "best_val_acc": ckpt["best_val_acc"],
+            "best_epoch": ckpt["best_epoch"], "weights_from": ckpt["weights_from"],
+            "seconds": round(time.time() - t0, 1)}
+
+
+def cmd_train(a: argparse.Namespace) -> None:
+    rows = json.loads(Path(a.grid).read_text())
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / "grid_results.json"
+    done = {r["name"]: r for r in json.loads(results_path.read_text())} if results_path.is_file() else {}
+    # colour before grey (the data is in colour), the longest first within each
+    todo = sorted((r for r in rows if r["name"] not in done), key=lambda r: (r["color"] != "rgb", -r["macs"]))
+    threads = max(1, (os.cpu_count() or 2) // a.jobs)
+    t0 = time.time()
+    with ProcessPoolExecutor(a.jobs) as pool:
+        futs = {pool.submit(_train_one, r, a.data, a.pretrained, a.out, threads, a.epochs): r for r in todo}
+        for f in as_completed(futs):
+            r = futs[f]
+            try:
+                res = f.result()
+            except Exception as exc:  # one failure must not lose the others
+                res = {**r, "failed": repr(exc)[:300]}
+            done[r["name"]] = res
+            results_path.write_text(json.dumps(list(done.values()), indent=1))
+            print(f"[{time.time() - t0:6.0f}s] {r['name']}: {res.get('float_test_top1', res.get('failed'))}",
+                  flush=True)
+    keep: set[str] = set()
+    ok = [r for r in done.values() if "float_test_top1" in r]
+    for board in sorted({b for r in ok for b in r["boards"]}):
+        best = sorted((r for r in ok if board in r["boards"]), key=lambda r: -r["float_test_top1"])[: a.keep]
+        keep |= {r["name"] for r in best}
+    (out / "keep.json").write_text(json.dumps(sorted(keep)))
+    print(f"keep: {sorted(keep)}")
+
+
+def cmd_int8(a: argparse.Namespace) -> None:
+    from pipeline.config import make_config
+    from pipeline.errors import GateError
+    from pipeline.runner import run_stage
+    from pipeline.stage import load_result
+
+    out = Path(a.out)
+    results = {r["name"]: r for r in json.loads((out / "grid_results.json").read_text())}
+    for name in json.loads((out / "keep.json").read_text()):
+        d = out / name
+        if not (d / "model.pt").is_file():
+            print(f"{name}: no model.pt", flush=True)
+            continue
+        cfg = make_config(None, out=str(d))
+        t0 = time.time()
+        try:
+            run_stage("export", cfg)
+            run_stage("convert", cfg)
+            conv = load_result(d, "convert")
+            results[name]["int8_test_top1"] = conv["int8"]["top1"]
+            results[name]["tflite_bytes"] = conv["tflite_bytes"]
+        except GateError as exc:  # a build would fine-tune with QAT next; the grid reports the PTQ figure
+            import re
+
+            results[name]["int8_gate"] = str(exc)
+            found = re.search(r"int8 top-1 ([\d.]+)%", str(exc))
+            results[name]["int8_test_top1"] = float(found.group(1)) if found else None
+        print(f"{name}: float {results[name]['float_test_top1']} int8 {results[name].get('int8_test_top1')} "
+              f"({time.time() - t0:.0f}s)", flush=True)
+        (out / "grid_results.json").write_text(json.dumps(list(results.values()), indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.fit_grid", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("list")
+    p.add_argument("--board", action="append", required=True)
+    p.add_argument("--classes", type=int, default=3)
+    p = sub.add_parser("train")
+    p.add_argument("--grid", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--pretrained", default="auto")
+    p.add_argument("--out", required=True)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--keep", type=int, default=8)
+    p.add_argument("--epochs", type=int, help="default: the build's")
+    p = sub.add_parser("int8")
+    p.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    {"list": cmd_list, "train": cmd_train, "int8": cmd_int8}[a.cmd](a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""`python -m pipeline fit --board NAME --data DIR`: the most accurate model that fits a board.
+
+1. Every candidate of the grid (arch x width x resolution x colour) is estimated without
+   training (pipeline/estimate.py: int8 bytes, TFLM arena, latency on the board's core and
+   clock) and dropped, with the reason, when it needs more RAM or flash than the board
+   leaves for the model (boards/*.toml) or is slower than --max-latency-ms. Nothing fits:
+   one line with the numbers of the smallest candidate, exit 2, before any training.
+2. What is left is searched with Optuna (multi-objective TPE: maximise validation top-1 of a
+   short proxy training, minimise latency and RAM), one proxy training per trial, on the
+   user's data; the default model is tried first when it fits. The study lives in an RDB
+   storage (SQLite in OUT/fit/study.db by default): an interrupted search resumes where it
+   stopped, and several machines share one search by pointing --storage at one database.
+3. The winner (highest proxy accuracy; ties go to the faster model) is built in full into
+   OUT, so `make firmware BOARD=NAME` right after embeds it; OUT/fit/fit.json, fit.md and
+   pareto.png list every candidate and the choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import PipelineError
+from .estimate import Candidate, Estimate, estimate
+from .util import atomic_write_text, log
+
+ARCHS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
+WIDTHS = (0.25, 0.35, 0.5, 0.75, 1.0)
+RESOLUTIONS = (96, 128, 160, 192, 224)
+COLORS = ("rgb", "gray")
+DEFAULT = Candidate("mobilenet_v1", 0.25, 96, "rgb")  # pipeline/config.py's defaults
+FIT_DIR = "fit"
+
+
+@dataclass
+class Row:
+    """One candidate: its estimate on the board, why it was dropped, its proxy result."""
+
+    candidate: Candidate
+    est: Estimate
+    ram: int  # the model's RAM: the arena as linked (with the build's margin)
+    flash: int  # the model's flash: the C array
+    latency_ms: float
+    dropped: str = ""
+    proxy: dict[str, Any] = field(default_factory=dict)  # val_acc, epochs, seconds, weights_from, trial
+    pareto: bool = False
+    chosen: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.candidate
+        return {"name": c.name, "arch": c.arch, "width": c.width, "resolution": c.resolution, "color": c.color,
+                "params": self.est.params, "macs": self.est.macs, "model_bytes": self.est.model_bytes,
+                "arena_bytes": self.est.arena_linked, "ram_bytes": self.ram, "flash_bytes": self.flash,
+                "latency_ms": round(self.latency_ms, 2), "instructions": self.est.instructions,
+                "dropped": self.dropped or None, "proxy": self.proxy or None, "pareto": self.pareto,
+                "chosen": self.chosen}
+
+
+def parse_list(text: str, kind: type, what: str) -> list[Any]:
+    try:
+        items = [kind(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise PipelineError(f"--{what} takes a comma-separated list, got '{text}'") from None
+    if not items:
+        raise PipelineError(f"--{what} is empty")
+    return items
+
+
+def grid(args: argparse.Namespace, classes: int, colors: list[str]) -> list[Candidate]:
+    archs = parse_list(args.archs, str, "archs")
+    bad = [a for a in archs if a not in ARCHS]
+    if bad:
+        raise PipelineError(f"unknown arch {', '.join(bad)}: choose from {', '.join(ARCHS)}")
+    widths = parse_list(args.widths, float, "widths")
+    resolutions = parse_list(args.resolutions, int, "resolutions")
+    for r in resolutions:
+        if r < 32 or r % 32:
+            raise PipelineError(f"--resolutions: {r} is not a multiple of 32 of at least 32 (e.g. 96,128,160)")
+    return [Candidate(a, w, r, c, classes) for a in archs for w in widths for r in resolutions for c in colors]
+
+
+def board_rows(cands: list[Candidate], board: Any, max_latency_ms: float | None, margin: float) -> list[Row]:
+    """Estimate every candidate on `board` and say why each that cannot be used is dropped."""
+    from .latency import estimate_latency_ms
+
+    rows = []
+    for c in cands:
+        est = estimate(c, margin)
+        assert est.graph is not None
+        lat = estimate_latency_ms(est.graph, board.core, board.clock_mhz, board.kernels)
+        ram, flash = est.arena_linked, est.model_bytes
+        why = []
+        if ram > board.arena_ram_bytes:
+            why.append(f"arena {ram:,} B > {board.arena_ram_bytes:,} B")
+        if flash > board.model_flash_bytes:
+            why.append(f"model {flash:,} B > {board.model_flash_bytes:,} B")
+        if max_latency_ms is not None and lat > max_latency_ms:
+            why.append(f"latency {lat:,.0f} ms > {max_latency_ms:g} ms")
+        rows.append(Row(c, est, ram, flash, lat, "; ".join(why)))
+    return rows
+
+
+def nothing_fits(rows: list[Row], board: Any) -> str:
+    small_ram = min(rows, key=lambda r: r.ram)
+    small_flash = min(rows, key=lambda r: r.flash)
+    over = small_ram.ram > board.arena_ram_bytes or small_flash.flash > board.model_flash_bytes
+    return (f"no candidate fits {board.name}: the smallest needs {small_ram.ram:,} B of RAM for its arena "
+            f"({small_ram.candidate.name}; {board.arena_ram_bytes:,} B available after the firmware's own) and "
+            f"{small_flash.flash:,} B of flash for the model ({small_flash.candidate.name}; "
+            f"{board.model_flash_bytes:,} B available)" + ("" if over else "; every one is over --max-latency-ms"))
+
+
+def pareto_front(points: list[tuple[float, ...]]) -> list[bool]:
+    """Non-dominated points, every objective to be minimised."""
+    out = []
+    for i, p in enumerate(points):
+        dominated = any(all(q[k] <= p[k] for k in range(len(p))) and any(q[k] < p[k] for k in range(len(p)))
+                        for j, q in enumerate(points) if j != i)
+        out.append(not dominated)
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# The search
+
+
+def pretrained_for(c: Candidate, spec: str) -> str:
+    """The ImageNet backbone for one candidate: `spec` is what --pretrained says (auto: the
+    Keras cache; none; a folder of Keras-applications .h5 files; or one such file, used for the
+    candidates it matches). "none" where there is none for that arch and width."""
+    from .models.pretrained import PUBLISHED, cache_dir, published_names, weights_file
+
+    if spec == "none" or c.width not in PUBLISHED.get(c.arch, ((), ()))[0]:
+        return "none"
+    files = [weights_file(n).file_name for n in published_names(c.arch, c.width, c.resolution)]
+    path = Path(spec).expanduser()
+    folders = [cache_dir()] if spec == "auto" else [path] if path.is_dir() else []
+    for folder in folders:
+        for f in files:
+            if (folder / f).is_file():
+                return str(folder / f)
+    return str(path) if path.is_file() and path.name in files else "none"
+
+
+def proxy_train(row: Row, args: argparse.Namespace, trial_dir: Path) -> dict[str, Any]:
+    """A short training of the candidate on the user's data; its best validation top-1."""
+    from .config import make_config
+    from .train import train
+
+    c = row.candidate
+    cfg = make_config(args.config, data=args.data, out=str(trial_dir), arch=c.arch, width=c.width,
+                      resolution=c.resolution, color=c.color, epochs=args.proxy_epochs, seed=args.seed,
+                      pretrained=pretrained_for(c, args.pretrained))
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    ckpt = train(cfg)
+    return {"val_acc": float(ckpt["best_val_acc"]), "epochs": args.proxy_epochs, "seconds": round(time.time() - t0, 1),
+            "weights_from": ckpt["weights_from"], "val_images": ckpt["dataset"]["val_images"]}
+
+
+def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name: str) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    feasible = {r.candidate.name: r for r in rows if not r.dropped}
+    storage = args.storage or f"sqlite:///{(fit_dir / 'study.db').resolve()}"
+    sampler = optuna.samplers.TPESampler(seed=args.seed, multivariate=True, n_startup_trials=3)
+    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, sampler=sampler,
+                                directions=["maximize", "minimize", "minimize"])
+    archs = sorted({r.candidate.arch for r in feasible.values()}, key=ARCHS.index)
+    widths = sorted({r.candidate.width for r in feasible.values()})
+    ress = sorted({r.candidate.resolution for r in feasible.values()})
+    colors = sorted({r.candidate.color for r in feasible.values()}, key=COLORS.index)
+
+    def done() -> dict[str, dict[str, Any]]:
+        return {t.user_attrs["candidate"]: t.user_attrs["proxy"] for t in study.get_trials(deep_copy=False)
+                if t.state == optuna.trial.TrialState.COMPLETE and "proxy" in t.user_attrs}
+
+    if not study.trials and DEFAULT.name in feasible:
+        study.enqueue_trial({"arch": DEFAULT.arch, "width": DEFAULT.width, "resolution": DEFAULT.resolution,
+                             "color": DEFAULT.color})
+
+    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+        name = Candidate(trial.suggest_categorical("arch", archs), trial.suggest_categorical("width", widths),
+                         trial.suggest_categorical("resolution", ress), trial.suggest_categorical("color", colors),
+                         rows[0].candidate.classes).name
+        trial.set_user_attr("candidate", name)
+        row = feasible.get(name)
+        if row is None:
+            trial.set_user_attr("why", "does not fit the board")
+            raise optuna.TrialPruned()
+        if name in done():
+            trial.set_user_attr("why", "already trained")
+            raise optuna.TrialPruned()
+        log(f"fit: trial {trial.number}: {name} (est. {row.latency_ms:,.0f} ms, {row.ram:,} B RAM), "
+            f"{args.proxy_epochs} epochs")
+        proxy = proxy_train(row, args, fit_dir / "trials" / name)
+        trial.set_user_attr("proxy", proxy)
+        log(f"fit: {name}: validation top-1 {proxy['val_acc']:.2f}% in {proxy['seconds']:.0f}s ({proxy['weights_from']})")
+        return proxy["val_acc"], row.latency_ms, float(row.ram)
+
+    t0 = time.time()
+    attempts = 0
+    while True:
+        trained = done()
+        if len(trained) >= args.trials or len(trained) >= len(feasible):
+            break
+        if args.time_budget is not None and time.time() - t0 >= args.time_budget * 60:
+            log(f"fit: time budget of {args.time_budget:g} min spent after {len(trained)} proxy trainings")
+            break
+        if attempts > 200 * max(args.trials, 1):  # the sampler keeps proposing what is done or does not fit
+            untried = [n for n in feasible if n not in trained]
+            row = min((feasible[n] for n in untried), key=lambda r: r.latency_ms)
+            study.enqueue_trial({"arch": row.candidate.arch, "width": row.candidate.width,
+                                 "resolution": row.candidate.resolution, "color": row.candidate.color})
+            attempts = 0
+        study.optimize(objective, n_trials=1, catch=())
+        attempts += 1
+    for name, proxy in done().items():
+        if name in feasible:
+            feasible[name].proxy = proxy
+
+
+def choose(rows: list[Row]) -> Row:
+    tried = [r for r in rows if r.proxy]
+    if not tried:
+        raise PipelineError("no proxy training finished: raise --trials or --time-budget")
+    pts = [(-r.proxy["val_acc"], r.latency_ms, float(r.ram)) for r in tried]
+    for r, on in zip(tried, pareto_front(pts), strict=True):
+        r.pareto = on
+    best = max(tried, key=lambda r: (r.proxy["val_acc"], -r.latency_ms, -r.ram))
+    best.chosen = True
+    return best
+
+
+# ----------------------------------------------------------------------------------------
+# Output
+
+
+def write_outputs(rows: list[Row], board: Any, args: argparse.Namespace, fit_dir: Path,
+                  chosen: Row | None, extra: dict[str, Any]) -> None:
+    doc = {"board": board_dict(board), "data": args.data, "max_latency_ms": args.max_latency_ms,
+           "proxy_epochs": args.proxy_epochs, "trials": args.trials, "time_budget_min": args.time_budget,
+           "chosen": chosen.candidate.name if chosen else None, **extra,
+           "candidates": [r.to_dict() for r in rows]}
+    atomic_write_text(fit_dir / "fit.json", json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(fit_dir / "fit.md", markdown(rows, board, args, chosen, extra))
+    plot_pareto(rows, fit_dir / "pareto.png", board)
+
+
+def board_dict(b: Any) -> dict[str, Any]:
+    keys = ("name", "description", "core", "clock_mhz", "kernels", "ram_bytes", "flash_bytes", "psram_bytes",
+            "arena_in_psram", "overhead_ram_bytes", "overhead_flash_bytes", "overhead_source", "model_ram_bytes",
+            "model_flash_bytes", "arena_ram_bytes", "overrides", "datasheet")
+    return {k: getattr(b, k) for k in keys}
+
+
+def markdown(rows: list[Row], board: Any, args: argparse.Namespace, chosen: Row | None, extra: dict[str, Any]) -> str:
+    fits = [r for r in rows if not r.dropped]
+    lines = [f"# Board fit: {board.name}", "",
+             f"{board.description}: {board.core}, {board.clock_mhz:g} MHz, kernels {board.kernels}. "
+             f"{board.ram_bytes:,} B RAM and {board.flash_bytes:,} B flash, of which the model may use "
+             f"{board.arena_ram_bytes:,} B and {board.model_flash_bytes:,} B (the rest is the firmware's own, "
+             f"{board.overhead_source}).",
+             "", f"Data: `{args.data}`. {len(rows)} candidates, {len(fits)} fit"
+             + (f" under {args.max_latency_ms:g} ms" if args.max_latency_ms else "")
+             + f"; {sum(1 for r in rows if r.proxy)} proxy trainings of {args.proxy_epochs} epochs"
+             + (f" in {extra['search_seconds'] / 60:.1f} min" if "search_seconds" in extra else "") + ".", ""]
+    if chosen:
+        lines += [f"**Chosen: {chosen.candidate.name}** (validation top-1 {chosen.proxy['val_acc']:.2f}% after "
+                  f"{chosen.proxy['epochs']} epochs, est. {chosen.latency_ms:,.1f} ms, {chosen.ram:,} B RAM, "
+                  f"{chosen.flash:,} B flash).", ""]
+    lines += ["| candidate | params | MACs | model (flash) B | arena (RAM) B | est. ms | proxy top-1 | Pareto | "
+              "dropped because |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    order = sorted(rows, key=lambda r: (bool(r.dropped), -(r.proxy or {}).get("val_acc", -1), r.latency_ms))
+    for r in order:
+        acc = (f"{r.proxy['val_acc']:.2f} ({'ImageNet' if 'ImageNet' in r.proxy['weights_from'] else 'scratch'})"
+               if r.proxy else "")
+        name = f"**{r.candidate.name}** (chosen)" if r.chosen else r.candidate.name
+        lines.append(f"| {name} | {r.est.params:,} | {r.est.macs:,} | {r.flash:,} | {r.ram:,} "
+                     f"| {r.latency_ms:,.1f} | {acc} | {'yes' if r.pareto else ''} "
+                     f"| {r.dropped} |")
+    lines += ["", "Estimates: pipeline/estimate.py (bytes, arena) and pipeline/latency.py (latency); proxy top-1 is "
+              "on the validation split of the training data after a short training, not the test set.", ""]
+    return "\n".join(lines)
+
+
+def plot_pareto(rows: list[Row], path: Path, board: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    tried = [r for r in rows if r.proxy]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    if tried:
+        sc = ax.scatter([r.latency_ms for r in tried], [r.proxy["val_acc"] for r in tried],
+                        c=[r.ram / 1024 for r in tried], cmap="viridis", s=40, edgecolors="none")
+        fig.colorbar(sc, ax=ax, label="RAM (KiB)")
+        front = sorted((r for r in tried if r.pareto), key=lambda r: r.latency_ms)
+        ax.plot([r.latency_ms for r in front], [r.proxy["val_acc"] for r in front], "k--", lw=1, label="Pareto front")
+        for r in tried:
+            ax.annotate(r.candidate.name.replace("mobilenet_", ""), (r.latency_ms, r.proxy["val_acc"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+        for r in tried:
+            if r.chosen:
+                ax.scatter([r.latency_ms], [r.proxy["val_acc"]], s=160, facecolors="none", edgecolors="red",
+                           label=f"chosen: {r.candidate.name}")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"estimated latency on {board.name} (ms)")
+    ax.set_ylabel("proxy validation top-1 (%)")
+    ax.set_title(f"Board fit: {board.name}")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+# ----------------------------------------------------------------------------------------
+
+
+def data_colors(data: str) -> tuple[list[str], int]:
+    """The colours the data allows (grey images: grey only) and its number of classes."""
+    from PIL import Image
+
+    from .data import discover
+
+    ds = discover(data, 1, 0.2, 0)
+    sample = ds.train.paths[:: max(1, len(ds.train.paths) // 20)]
+    grey = bool(sample) and all(Image.open(f).mode in ("1", "L", "LA", "I", "I;16") for f in sample)
+    return (["gray"] if grey else list(COLORS)), len(ds.classes)
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from .boards import load_board
+
+    board = load_board(args.board, ram=args.ram, flash=args.flash, clock_mhz=args.clock, core=args.core)
+    if not args.data:
+        raise PipelineError("fit needs your images: --data DIR (class folders, as for `python -m pipeline build`)")
+    if not Path(args.data).is_dir():
+        raise PipelineError(f"--data {args.data}: no such folder")
+    colors, classes = data_colors(args.data)
+    colors = [c for c in parse_list(args.colors, str, "colors") if c in colors] or colors
+    out = Path(args.out)
+    fit_dir = out / FIT_DIR
+    fit_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    rows = board_rows(grid(args, classes, colors), board, args.max_latency_ms, args.arena_margin)
+    log(f"fit: {len(rows)} candidates estimated in {time.time() - t0:.1f}s; "
+        f"{sum(not r.dropped for r in rows)} fit {board.name}")
+    if all(r.dropped for r in rows):
+        write_outputs(rows, board, args, fit_dir, None, {"estimate_seconds": round(time.time() - t0, 1)})
+        raise PipelineError(nothing_fits(rows, board))
+    study_name = args.study_name or f"fit-{board.name}-{Path(args.data).resolve().name}"
+    t1 = time.time()
+    search(rows, args, fit_dir, study_name)
+    chosen = choose(rows)
+    extra = {"estimate_seconds": round(t1 - t0, 1), "search_seconds": round(time.time() - t1, 1),
+             "study": study_name, "storage": args.storage or str(fit_dir / "study.db")}
+    write_outputs(rows, board, args, fit_dir, chosen, extra)
+    log(f"fit: chose {chosen.candidate.name}; {fit_dir}/fit.md")
+    if args.no_build:
+        return 0
+    from .config import make_config
+    from .outdir import locked
+    from .runner import run_build
+
+    c = chosen.candidate
+    cfg = make_config(args.config, data=args.data, out=str(out), arch=c.arch, width=c.width,
+                      resolution=c.resolution, color=c.color, board=board.name,
+                      board_overrides={k: v for k, v in (("ram", args.ram), ("flash", args.flash),
+                                                         ("clock_mhz", args.clock), ("core", args.core)) if v},
+                      arena_margin=args.arena_margin, seed=args.seed, pretrained=pretrained_for(c, args.pretrained))
+    with locked(out):
+        run_build(cfg)
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    text = "search arch/width/resolution for the most accurate model that fits a board, then build it"
+    p = sub.add_parser("fit", help=text, description=__doc__.split("\n\n")[0] + " " + text)
+    p.add_argument("--board", required=True, help="a board name (boards/NAME.toml; `python -m pipeline boards` "
+                   "lists them) or the path of a profile file")
+    p.add_argument("--data", help="class-folder dataset (as for build)")
+    p.add_argument("--out", default="build", help="the winner's build goes here, the search into OUT/fit (default build)")
+    p.add_argument("--ram", help="override the board's RAM (e.g. 256K, 1M)")
+    p.add_argument("--flash", help="override the board's flash (e.g. 1M)")
+    p.add_argument("--clock", type=float, help="override the board's clock in MHz")
+    p.add_argument("--core", help="override the board's core (e.g. cortex-m7)")
+    p.add_argument("--max-latency-ms", type=float, help="drop candidates estimated slower than this")
+    p.add_argument("--trials", type=int, default=8, help="proxy trainings (default 8)")
+    p.add_argument("--time-budget", type=float, help="minutes for the search; no new proxy training after it")
+    p.add_argument("--proxy-epochs", type=int, default=5, help="epochs of each proxy training (default 5)")
+    p.add_argument("--archs", default=",".join(ARCHS))
+    p.add_argument("--widths", default=",".join(f"{w:g}" for w in WIDTHS))
+    p.add_argument("--resolutions", default=",".join(str(r) for r in RESOLUTIONS))
+    p.add_argument("--colors", default="rgb,gray", help="input colours to try (grey-only data: gray)")
+    p.add_argument("--pretrained", default="auto", help="ImageNet backbones: auto (default: the Keras cache, "
+                   "~/.cache/pipeline/keras-applications), a folder of Keras-applications .h5 files, one such file "
+                   "(for the candidates it matches) or none; a candidate with no backbone trains from scratch, "
+                   "and fit.md says which did")
+    p.add_argument("--arena-margin", type=float, default=0.10, help="as for build (default 0.10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/fit/study.db); one database "
+                   "shared by several machines runs one search")
+    p.add_argument("--study-name", help="default fit-BOARD-DATAFOLDER")
+    p.add_argument("--config", help="JSON or YAML file of build options for the proxy trainings and the final build")
+    p.add_argument("--no-build", action="store_true", help="stop after the search (no full build of the winner)")
+

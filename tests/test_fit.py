@@ -1,0 +1,129 @@
+"""Board fit (issue 21): the estimates without training against real conversions, the Pareto
+filter, the nothing-fits error, and `python -m pipeline fit` end to end on a tiny grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import run_pipeline
+
+from pipeline.estimate import Candidate, compare, estimate
+from pipeline.fit import pareto_front
+from pipeline.opgraph import from_tflite
+
+# Two small candidates between them hold every op kind the four archs make (CONV_2D,
+# DEPTHWISE_CONV_2D, ADD, MUL, MEAN, HARD_SWISH, FULLY_CONNECTED), in colour and in grey.
+SMALL = [Candidate("mobilenet_v1", 0.25, 64, "rgb", 3), Candidate("mobilenet_v3_small", 0.35, 64, "gray", 4)]
+
+
+@pytest.fixture(scope="module", params=SMALL, ids=lambda c: c.name)
+def compared(request: pytest.FixtureRequest) -> tuple[Candidate, dict]:
+    return request.param, compare(request.param)
+
+
+def test_estimated_bytes_and_arena_are_within_3_percent_of_a_real_conversion(compared: tuple[Candidate, dict]) -> None:
+    _, row = compared
+    for key in ("model_bytes", "arena_bytes"):
+        assert abs(row[key]["error_pct"]) <= 3.0, (key, row[key])
+    # the head is our offline plan of the same activations: exact
+    assert row["arena_head"]["estimated"] == row["arena_head"]["measured"]
+
+
+def test_traced_ops_are_the_converted_ops(compared: tuple[Candidate, dict]) -> None:
+    from pipeline.estimate import measure
+
+    c, _ = compared
+    est = estimate(c)
+    assert est.graph is not None
+    converted = from_tflite(measure(c)["tflite"])
+    assert est.graph.signature() == converted.signature()
+    assert est.graph.macs == converted.macs
+
+
+def test_estimate_takes_well_under_a_second_per_candidate() -> None:
+    import time
+
+    estimate(Candidate("mobilenet_v2", 0.35, 96))  # imports and first trace
+    t0 = time.perf_counter()
+    for c in (Candidate("mobilenet_v3_large", 1.0, 224), Candidate("mobilenet_v2", 0.5, 160),
+              Candidate("mobilenet_v1", 0.75, 128, "gray")):
+        est = estimate(c)
+        assert est.model_bytes > est.params and est.arena_bytes > est.arena_head > 0
+    assert time.perf_counter() - t0 < 15  # three candidates, generous for a loaded 2-core machine
+
+
+def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
+    # (error, latency, ram), all minimised
+    pts = [(0.10, 50, 100), (0.05, 80, 100), (0.10, 60, 100), (0.02, 200, 300), (0.05, 80, 90), (0.30, 10, 500)]
+    assert pareto_front(pts) == [True, False, False, True, True, True]
+    assert pareto_front([(1, 1, 1), (1, 1, 1)]) == [True, True]  # equal points do not dominate each other
+    assert pareto_front([]) == []
+
+
+def test_nothing_fits_says_so_with_numbers_and_exits_2_before_training(tmp_path: Path) -> None:
+    from pipeline.data import generate_default
+
+    data = generate_default(tmp_path / "data", 6, 2, 0)
+    proc = run_pipeline("fit", "--board", "nucleo-l4r5zi", "--ram", "8K", "--data", str(data),
+                        "--out", str(tmp_path / "out"), "--archs", "mobilenet_v1,mobilenet_v3_small",
+                        "--widths", "0.25", "--resolutions", "96", check=False)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: no candidate fits nucleo-l4r5zi"), proc.stderr
+    assert "B of RAM" in err[0] and "available" in err[0] and "flash" in err[0]
+    assert not (tmp_path / "out" / "fit" / "trials").exists()  # nothing was trained
+    fit = json.loads((tmp_path / "out" / "fit" / "fit.json").read_text())
+    assert fit["chosen"] is None and all(c["dropped"] for c in fit["candidates"])
+
+
+def test_fit_end_to_end_on_a_tiny_grid_resumes_and_builds_the_winner(tmp_path: Path) -> None:
+    from pipeline.data import generate_default
+
+    data = generate_default(tmp_path / "data", 40, 10, 0)
+    out = tmp_path / "out"
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"epochs": 2, "calibration_images": 20, "pretrained": "none",
+                                  "int8_max_drop": 100.0, "tflm_min_agreement": 0.0, "tflm_max_lsb": 255}))
+    grid = ["--archs", "mobilenet_v1,mobilenet_v3_small", "--widths", "0.25", "--resolutions", "32,64",
+            "--colors", "rgb", "--proxy-epochs", "1", "--config", str(config)]
+    # a budget that drops the 64 px V1 on RAM: 3 candidates fit, one does not
+    est64 = estimate(Candidate("mobilenet_v1", 0.25, 64))
+    ram = est64.arena_linked - 1
+    first = run_pipeline("fit", "--board", "nucleo-l4r5zi", "--data", str(data), "--out", str(out), *grid,
+                         "--trials", "1", "--no-build", "--ram", str(ram + _overhead_ram("nucleo-l4r5zi")))
+    assert "chose" in first.stderr + first.stdout
+    fit = json.loads((out / "fit" / "fit.json").read_text())
+    assert sum(1 for c in fit["candidates"] if c["proxy"]) == 1
+    dropped = {c["name"]: c["dropped"] for c in fit["candidates"]}
+    assert dropped["mobilenet_v1-0.25-64-rgb"] and "arena" in dropped["mobilenet_v1-0.25-64-rgb"]
+    # resumed: the study keeps the first trial, one more proxy training, then the full build
+    run_pipeline("fit", "--board", "nucleo-l4r5zi", "--data", str(data), "--out", str(out), *grid,
+                 "--trials", "2", "--ram", str(ram + _overhead_ram("nucleo-l4r5zi")))
+    fit = json.loads((out / "fit" / "fit.json").read_text())
+    tried = [c for c in fit["candidates"] if c["proxy"]]
+    assert len(tried) == 2 and not any(c["dropped"] for c in tried)
+    chosen = [c for c in fit["candidates"] if c["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["name"] == fit["chosen"]
+    assert chosen[0]["proxy"]["val_acc"] == max(c["proxy"]["val_acc"] for c in tried)
+    assert any(c["pareto"] for c in tried)
+    assert (out / "fit" / "pareto.png").stat().st_size > 1000
+    md = (out / "fit" / "fit.md").read_text()
+    assert f"**Chosen: {fit['chosen']}**" in md and "mobilenet_v1-0.25-64-rgb" in md
+    # the winner is built into OUT, and its report names the board, the budget and the headroom
+    report = json.loads((out / "report.json").read_text())
+    c = chosen[0]
+    assert (report["config"]["arch"], report["config"]["resolution"]) == (c["arch"], c["resolution"])
+    board = report["board"]
+    assert board["name"] == "nucleo-l4r5zi" and board["fits"]
+    assert board["ram_headroom_bytes"] == board["model_ram_bytes"] - board["arena_bytes"] >= 0
+    assert "## Board: nucleo-l4r5zi" in (out / "report.md").read_text()
+    assert (out / "tflm" / "model_data.cc").is_file()
+
+
+def _overhead_ram(board: str) -> int:
+    from pipeline.boards import load_board
+
+    b = load_board(board)
+    return b.ram_bytes - b.model_ram_bytes
