@@ -92,7 +92,7 @@ run-qemu: firmware
 
 flash-check:
 	@PT="$(BOARD_PYOCD_TARGET)"; \
-	test -n "$$PT" || { echo "error: BOARD=$(BOARD) is not a board pyocd flashes (QEMU boards: make run-qemu); real boards: $$(grep -l BOARD_PYOCD_TARGET $(FW_DIR)/boards/*.mk | xargs -n1 basename | sed 's/.mk$$//')"; exit 1; }; \
+	test -n "$$PT" || { echo "error: BOARD=$(BOARD) is not a board pyocd flashes (QEMU boards: make run-qemu); real boards: $$($(FW_PROFILE_PY) $(FW_DIR)/tools/board_profile.py pyocd-ports)"; exit 1; }; \
 	command -v $(PYOCD) >/dev/null || { echo "error: pyocd not found: $(PY) -m pip install pyocd && $(PYOCD) pack install $$PT"; exit 1; }
 
 flash-cortexm: flash-check firmware

@@ -54,6 +54,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], str, bool]] = {
     "datasheet": ((str,), "a string: document name and URL", True),
     "notes": ((str,), "a string", False),
     "firmware_port": ((str,), "the name of a firmware/boards/<port>.mk", False),
+    "pyocd_target": ((str,), "a pyocd target name (pyocd list --targets)", False),
     "arena_in_psram": ((bool,), "true or false", False),
     "sdk": ((str,), "one of " + ", ".join(SDKS), False),
     "memory": ((dict,), "a [memory] table", False),
@@ -101,6 +102,7 @@ class BoardProfile:
     overhead_source: str
     notes: str = ""
     firmware_port: str | None = None
+    pyocd_target: str | None = None
     memory: MemoryMap | None = None
     arena_in_psram: bool = False
     sdk: str = "bare-metal"
@@ -331,6 +333,7 @@ def load_board(name_or_path: str | Path, *, ram: int | str | None = None, flash:
     return BoardProfile(**fields, path=path, overhead_ram_bytes=int(entry["ram_bytes"]),
                         overhead_flash_bytes=int(entry["flash_bytes"]), overhead_measured=bool(entry.get("measured")),
                         overhead_source=source, notes=raw.get("notes", ""), firmware_port=raw.get("firmware_port"),
+                        pyocd_target=raw.get("pyocd_target"),
                         memory=raw.get("memory"), arena_in_psram=bool(raw.get("arena_in_psram", False)), sdk=sdk,
                         overrides=overrides)
 

@@ -2,9 +2,10 @@
 
     python firmware/tools/board_profile.py make NAME      make assignments, lines joined by '@@'
     python firmware/tools/board_profile.py no-port NAME   why BOARD=NAME cannot be built (one line)
+    python firmware/tools/board_profile.py pyocd-ports    the ports with a pyocd target (real boards)
 
 `make` prints BOARD_DESC, BOARD_CORE, BOARD_TARGET_ARCH, BOARD_FW_ARCH, BOARD_CLOCK_MHZ,
-BOARD_KERNELS and BOARD_MEMORY for firmware/boards/common/profile.mk to $(eval); when the profile
+BOARD_KERNELS, BOARD_MEMORY (and BOARD_PYOCD_TARGET when the profile has one) for firmware/boards/common/profile.mk to $(eval); when the profile
 is malformed it prints FW_PROFILE_ERROR := <the message naming the file and the field> instead,
 which the build reports. Standard library only (plus pipeline/boards.py, which is too).
 """
@@ -45,6 +46,8 @@ def make_fragment(name: str) -> str:
         "BOARD_MEMORY": b["memory"].make_defines(),
         "BOARD_PROFILE_FILE": str(b["path"]),
     }
+    if "pyocd_target" in b:
+        lines["BOARD_PYOCD_TARGET"] = b["pyocd_target"]
     return SEP.join(f"{k} := {make_text(v)}" for k, v in lines.items())
 
 
@@ -65,7 +68,22 @@ def no_port(name: str) -> str:
     return f"error: BOARD={name} has a profile (boards/{name}.toml) but no firmware port yet; ports: {ports}{hint}"
 
 
+def pyocd_ports() -> str:
+    """The firmware ports whose profile names a pyocd target (real boards make flash-cortexm flashes)."""
+    names = []
+    for port in firmware_ports():
+        try:
+            if read_profile(port).get("pyocd_target"):
+                names.append(port)
+        except PipelineError:
+            pass
+    return " ".join(names)
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["pyocd-ports"]:
+        print(pyocd_ports())
+        return 0
     if len(argv) != 2 or argv[0] not in ("make", "no-port"):
         print(__doc__, file=sys.stderr)
         return 2
