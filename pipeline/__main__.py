@@ -52,6 +52,10 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("model", help="an int8 .tflite file")
     pl.add_argument("--out", help="write the planned model here")
     pl.add_argument("--json", help="also write the figures to this JSON file")
+    b = sub.add_parser("boards", help="table of the board profiles (boards/*.toml) and the model's RAM/flash budget",
+                       description="every board profile in boards/: core, clock, RAM, flash, PSRAM, kernels, "
+                                   "our firmware's overhead and what is left for the model (docs/BOARDS.md)")
+    b.add_argument("--markdown", action="store_true", help="a Markdown table (docs/BOARDS.md holds it)")
     return p
 
 
@@ -62,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             from .model_table import print_table
 
             print_table(args)
+            return 0
+        if args.command == "boards":
+            from .boards import boards_table
+
+            print(boards_table(markdown=args.markdown), end="")
             return 0
         if args.command == "plan":
             from .plan_model import print_plan

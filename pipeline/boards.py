@@ -342,11 +342,14 @@ def load_board(name_or_path: str | Path, *, ram: int | str | None = None, flash:
 
 
 def fmt_bytes(n: int) -> str:
-    """1048576 -> "1 MiB", 655360 -> "640 KiB", 95312 -> "93.1 KiB"."""
+    """1048576 -> "1 MiB", 3774873 -> "3.60 MiB", 655360 -> "640 KiB", 95312 -> "93.1 KiB"."""
+    mib = 1024 * 1024
     if n == 0:
         return "0"
-    if n % (1024 * 1024) == 0:
-        return f"{n // (1024 * 1024)} MiB"
+    if n % mib == 0:
+        return f"{n // mib} MiB"
+    if n >= mib:
+        return f"{n / mib:.2f} MiB"
     if n % 1024 == 0:
         return f"{n // 1024} KiB"
     return f"{n / 1024:.1f} KiB"
