@@ -2,6 +2,7 @@
 kernel set, from linked images; write boards/firmware_overhead.json (read by pipeline/boards.py).
 
     python firmware/tools/board_overhead.py [--out boards/firmware_overhead.json] [--only CORE/KERNELS ...]
+    python firmware/tools/board_overhead.py --measure firmware.elf     one image's figures, as JSON
 
 The application is linked with every op the pipeline's int8 models can contain registered
 (pipeline.microcode.TFLM_OPS: CONV_2D, DEPTHWISE_CONV_2D, HARD_SWISH, MUL, ADD, MEAN, ...),
@@ -22,8 +23,10 @@ plus an ESP-IDF baseline, marked "measured": false with the reason.
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,15 +75,22 @@ def all_ops_model_dir(work: Path) -> Path:
     """person_detect as a model dir, with every op the pipeline can emit registered."""
     tflite = Path(run(["make", "-s", "--no-print-directory", "tflm-dir"]).stdout.strip().splitlines()[-1])
     tflite = tflite / "tensorflow/lite/micro/models/person_detect.tflite"
-    out = work / "all_ops"
-    run([sys.executable, str(ROOT / "firmware/tools/tflm_model.py"), str(tflite), str(out), "--arena", "84000",
+    new, out = work / "all_ops.new", work / "all_ops"
+    run([sys.executable, str(ROOT / "firmware/tools/tflm_model.py"), str(tflite), str(new), "--arena", "84000",
          "--labels", "no_person,person", "--vectors", "1"])
-    settings = out / "tflm/model_settings.h"
+    settings = new / "tflm/model_settings.h"
     ops = sorted(set(TFLM_OPS.values()))
     text = settings.read_text()
     text = re.sub(r"#define MODEL_OPS\(X\).*", "#define MODEL_OPS(X) " + " ".join(f"X({o})" for o in ops), text)
     text = re.sub(r"constexpr int kNumOps = \d+;", f"constexpr int kNumOps = {len(ops)};", text)
     settings.write_text(text)
+    # Replace only what changed, so that a rerun in the same --build-dir relinks nothing needlessly.
+    for f in sorted(new.rglob("*")):
+        dest = out / f.relative_to(new)
+        if f.is_file() and not (dest.is_file() and filecmp.cmp(f, dest, shallow=False)):
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
+    shutil.rmtree(new)
     return out
 
 
@@ -158,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "boards/firmware_overhead.json"))
     ap.add_argument("--only", nargs="*", help="CORE/KERNELS entries to (re)measure; the others are kept from --out")
     ap.add_argument("--build-dir", help="where to build (default: a temporary folder)")
+    ap.add_argument("--measure", metavar="ELF", help="only print the figures of this linked image (JSON)")
     a = ap.parse_args(argv)
+    if a.measure:
+        print(json.dumps(measure_elf(Path(a.measure))))
+        return 0
     out = Path(a.out)
     old = json.loads(out.read_text()) if out.is_file() else {}
     entries: dict[str, dict] = dict(old.get("overhead", {}))
