@@ -106,7 +106,7 @@ class BoardProfile:
     memory: MemoryMap | None = None
     arena_in_psram: bool = False
     sdk: str = "bare-metal"
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def model_ram_bytes(self) -> int:
