@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if not tflm_commit:  # the shared tree is no git checkout: the commit its README names (= TFLM_PIN)
         readme = tflm.parent / "README.md"
         m = re.search(r"at commit\s+`([0-9a-f]{40})`", readme.read_text()) if readme.is_file() else None
-        tflm_commit = f"{m[1]} (from {readme})" if m else "unknown"
+        tflm_commit = f"{m[1]} (from {os.path.relpath(readme, ROOT)})" if m else "unknown"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(a.build_dir) if a.build_dir else Path(tmp)
         model_dir = all_ops_model_dir(work)
