@@ -10,6 +10,7 @@
 # unless given).
 FW_DIR ?= firmware
 include $(FW_DIR)/boards/$(BOARD).mk
+$(if $(FW_PROFILE_ERROR),$(error $(FW_PROFILE_ERROR)))
 
 CROSS ?= $(FW_ARCH_CROSS)
 CC := $(CROSS)gcc
@@ -106,7 +107,7 @@ $(FW_BUILD)/gen/model_data.o: $(MODEL_TFLM)/model_data.cc $(SOURCES_MK)
 	@mkdir -p $(@D)
 	$(Q)$(CXX) $(TFLM_CXXFLAGS) -O2 $(APP_INCLUDES) -c $< -o $@
 
-$(FW_BUILD)/board.ld: $(FW_DIR)/boards/common/cortex_m.ld.in $(FW_DIR)/boards/$(BOARD).mk
+$(FW_BUILD)/board.ld: $(FW_DIR)/boards/common/cortex_m.ld.in $(FW_DIR)/boards/$(BOARD).mk $(BOARD_PROFILE_FILE)
 	@mkdir -p $(@D)
 	$(Q)$(CC) -E -P -x c $(BOARD_MEMORY) -DSTACK_SIZE=$(STACK_SIZE) -DHEAP_SIZE=$(HEAP_SIZE) $< -o $@
 

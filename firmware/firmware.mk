@@ -9,8 +9,10 @@
 FW_DIR := firmware
 BOARD ?= mps2-an386
 # The board and its architecture (boards/common/arch-*.mk): FW_ARCH_KERNELS (the optimised
-# kernel set first: cmsis_nn on Cortex-M, esp_nn on RV32), cross compiler, QEMU.
+# kernel set first: cmsis_nn on Cortex-M, esp_nn on RV32), cross compiler, QEMU. The board's
+# facts (core, memory map) come from its profile, boards/$(BOARD).toml (boards/common/profile.mk).
 -include $(FW_DIR)/boards/$(BOARD).mk
+FW_PROFILE_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
 OPTIMIZED_KERNEL_DIR ?= $(firstword $(FW_ARCH_KERNELS) cmsis_nn)
 # The board's optimised set when asked for, anything else is TFLM's reference kernels.
 FW_KERNELS := $(if $(filter-out reference,$(filter $(OPTIMIZED_KERNEL_DIR),$(FW_ARCH_KERNELS))),$(OPTIMIZED_KERNEL_DIR),reference)
@@ -60,7 +62,8 @@ fw-var-%:
 	$(info $($*))@:
 
 firmware-check:
-	@test -f $(FW_DIR)/boards/$(BOARD).mk || { echo "error: unknown BOARD=$(BOARD); boards: $(FW_BOARDS)"; exit 1; }
+	@test -f $(FW_DIR)/boards/$(BOARD).mk || { $(FW_PROFILE_PY) $(FW_DIR)/tools/board_profile.py no-port $(BOARD) || echo "error: unknown BOARD=$(BOARD); boards: $(FW_BOARDS)"; exit 1; }
+	@test -z "$(FW_PROFILE_ERROR)" || { echo "error: $(FW_PROFILE_ERROR)"; exit 1; }
 	@command -v $(FW_ARCH_CROSS)g++ >/dev/null || { echo "error: $(FW_ARCH_CROSS)g++ not found: sudo apt-get install $(FW_ARCH_PACKAGES)"; exit 1; }
 	@test -z "$(filter rv32,$(FW_ARCH))" -o -f "$(FW_ARCH_LIBSTDCXX)/cstdint" || { echo "error: no C++ headers for $(FW_ARCH_CROSS)g++ (/usr/include/newlib/c++): sudo apt-get install $(FW_ARCH_PACKAGES)"; exit 1; }
 	@test "$(FW_KERNELS)" = "$(OPTIMIZED_KERNEL_DIR)" -o "$(FW_KERNELS)" != reference -o "$(filter $(OPTIMIZED_KERNEL_DIR),cmsis_nn esp_nn)" = "" || { echo "error: OPTIMIZED_KERNEL_DIR=$(OPTIMIZED_KERNEL_DIR) is not for BOARD=$(BOARD); its kernel sets: $(FW_ARCH_KERNELS)"; exit 1; }
@@ -89,7 +92,7 @@ run-qemu: firmware
 
 flash-check:
 	@PT="$(BOARD_PYOCD_TARGET)"; \
-	test -n "$$PT" || { echo "error: BOARD=$(BOARD) is not a board pyocd flashes (QEMU boards: make run-qemu); real boards: $$(grep -l BOARD_PYOCD_TARGET $(FW_DIR)/boards/*.mk | xargs -n1 basename | sed 's/.mk$$//')"; exit 1; }; \
+	test -n "$$PT" || { echo "error: BOARD=$(BOARD) is not a board pyocd flashes (QEMU boards: make run-qemu); real boards: $$($(FW_PROFILE_PY) $(FW_DIR)/tools/board_profile.py pyocd-ports)"; exit 1; }; \
 	command -v $(PYOCD) >/dev/null || { echo "error: pyocd not found: $(PY) -m pip install pyocd && $(PYOCD) pack install $$PT"; exit 1; }
 
 flash-cortexm: flash-check firmware

@@ -57,6 +57,10 @@ def parser() -> argparse.ArgumentParser:
 
     add_fit(sub)
     add_estimate(sub)
+    b = sub.add_parser("boards", help="table of the board profiles (boards/*.toml) and the model's RAM/flash budget",
+                       description="every board profile in boards/: core, clock, RAM, flash, PSRAM, kernels, "
+                                   "our firmware's overhead and what is left for the model (docs/BOARDS.md)")
+    b.add_argument("--markdown", action="store_true", help="a Markdown table (docs/BOARDS.md holds it)")
     return p
 
 
@@ -76,6 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             from .estimate import run_estimate
 
             return run_estimate(args)
+        if args.command == "boards":
+            from .boards import boards_table
+
+            print(boards_table(markdown=args.markdown), end="")
+            return 0
         if args.command == "plan":
             from .plan_model import print_plan
 

@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,13 @@ def test_person_detect_runs_bit_exact(tmp_path: Path) -> None:
     assert_bit_exact(proc, res, md, 2)
     # TFLM's person_detect needs ~82 KB of arena on a 32-bit target.
     assert 70_000 < res["arena_used"] < 95_000
+    # boards/firmware_overhead.json (every op registered) bounds this image's own overhead (5 ops).
+    elf = tmp_path / "firmware" / "person_detect-mps2-an386-cmsis_nn" / "firmware.elf"
+    fig = json.loads(subprocess.run([sys.executable, "firmware/tools/board_overhead.py", "--measure", str(elf)],
+                                    cwd=ROOT, check=True, capture_output=True, text=True).stdout)
+    bound = json.loads((ROOT / "boards/firmware_overhead.json").read_text())["overhead"]["cortex-m4f/cmsis_nn"]
+    assert 0.3 * bound["flash_bytes"] < fig["flash_bytes"] <= bound["flash_bytes"], (fig, bound)
+    assert 0.8 * bound["ram_bytes"] < fig["ram_bytes"] <= bound["ram_bytes"], (fig, bound)
 
 
 def test_tflm_objects_are_compiled_once_per_key(tiny_build: Path, tmp_path: Path) -> None:

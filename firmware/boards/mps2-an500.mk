@@ -1,9 +1,9 @@
 # Arm MPS2+ with the AN500 FPGA image: Cortex-M7, run by QEMU (`mps2-an500`).
-include $(FW_DIR)/boards/common/arch-cortex-m.mk
-BOARD_DESC := Arm MPS2+ AN500, Cortex-M7, QEMU mps2-an500
-BOARD_TARGET_ARCH := cortex-m7+fp
+# Board facts (description, core, TFLM target arch, memory map): boards/mps2-an500.toml.
+BOARD_PROFILE := mps2-an500
+include $(FW_DIR)/boards/common/profile.mk
+include $(FW_DIR)/boards/common/arch-$(BOARD_FW_ARCH).mk
 BOARD_SRCS := $(FW_DIR)/boards/mps2/board.c
 BOARD_DEFINES := -DBOARD_NAME='"mps2-an500"' -DBOARD_TICK_NUM=1000000000 -DBOARD_TICK_DEN=25000000
 BOARD_QEMU_MACHINE := mps2-an500
 BOARD_QEMU_CONSOLE := uart
-BOARD_MEMORY := -DFLASH_ORIGIN=0x00000000 -DFLASH_SIZE=0x400000 -DRAM_ORIGIN=0x20000000 -DRAM_SIZE=0x400000

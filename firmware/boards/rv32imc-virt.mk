@@ -5,12 +5,12 @@
 # Memory: an ESP32-C3 has 4 MiB of flash and 400 KiB of SRAM, of which an ESP-IDF app gets
 # about 320 KiB: code and model in 4 MiB at the start of virt's RAM (QEMU's reset vector
 # jumps to 0x80000000 with -bios none), data (tensor arena, heap, stack) in 320 KiB after it.
-include $(FW_DIR)/boards/common/arch-rv32.mk
-BOARD_DESC := RV32IMC (ESP32-C3 ISA), QEMU virt
-BOARD_TARGET_ARCH := riscv32
+# Board facts (description, core, TFLM target arch, memory map): boards/rv32imc-virt.toml.
+BOARD_PROFILE := rv32imc-virt
+include $(FW_DIR)/boards/common/profile.mk
+include $(FW_DIR)/boards/common/arch-$(BOARD_FW_ARCH).mk
 BOARD_SRCS := $(FW_DIR)/boards/rv32imc-virt/board.c
 BOARD_DEFINES := -DBOARD_NAME='"rv32imc-virt"'
 BOARD_QEMU_MACHINE := virt
 BOARD_QEMU_CONSOLE := uart
 BOARD_QEMU_ARGS := -bios none
-BOARD_MEMORY := -DFLASH_ORIGIN=0x80000000 -DFLASH_SIZE=0x400000 -DRAM_ORIGIN=0x80400000 -DRAM_SIZE=0x50000
