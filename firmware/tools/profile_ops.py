@@ -1,6 +1,6 @@
 """Per-op instruction counts of candidate models under QEMU, for the latency cost model.
 
-    python firmware/tools/profile_ops.py [--boards mps2-an386:cmsis_nn,reference ...] \
+    python firmware/tools/profile_ops.py [--board mps2-an386:cmsis_nn,reference ...] \
         [--set fit|heldout] mobilenet_v1:0.25:96 mobilenet_v3_small:0.5:128 pd=person_detect.tflite ...
 
 Each model is an `arch:width:resolution[:channels[:classes]]` candidate, converted here with
@@ -148,8 +148,8 @@ NOTE = ("Per-op instruction counts of one Invoke() under QEMU (-icount shift=0),
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+")
-    ap.add_argument("--boards", nargs="+", default=["mps2-an386:cmsis_nn,reference"],
-                    help="BOARD:KERNELS[,KERNELS] (default mps2-an386:cmsis_nn,reference)")
+    ap.add_argument("--board", action="append", dest="boards",
+                    help="BOARD:KERNELS[,KERNELS], repeatable (default mps2-an386:cmsis_nn,reference)")
     ap.add_argument("--set", default="fit", choices=["fit", "heldout", "check"])
     ap.add_argument("--work", default="build/profile")
     ap.add_argument("--out", default="build", help="OUT for the firmware builds")
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         if "tflite" in spec:
             info["tflite"] = Path(spec["tflite"]).name
         data["models"][name] = {**info, "set": a.set, "macs": graph.macs, "ops": op_rows(graph)}
-        for bk in a.boards:
+        for bk in a.boards or ["mps2-an386:cmsis_nn,reference"]:
             board, _, ks = bk.partition(":")
             for kernels in (ks or "cmsis_nn").split(","):
                 try:
