@@ -161,8 +161,21 @@ def _coefficients() -> dict[str, Any]:
 
 
 # Ops that none of the four archs produce (TFLM's person_detect and MLPerf Tiny's models
-# have them): costed as the measured op that does the same work per element.
-ALIASES = {"AVERAGE_POOL_2D": "MEAN", "RESHAPE": "ADD", "SOFTMAX": "HARD_SWISH"}
+# have them): costed as the measured op that does similar work per element. AVERAGE_POOL_2D
+# is costed as a depthwise convolution with the pool window as its kernel (see _as_measured).
+ALIASES = {"RESHAPE": "ADD", "SOFTMAX": "HARD_SWISH"}
+
+
+def _as_measured(op: Op) -> Op:
+    """AVERAGE_POOL_2D -> the depthwise convolution with the same window, stride and shapes: the
+    same loops (CMSIS-NN and ESP-NN have optimised pooling, as they have depthwise kernels;
+    MEAN, the other averaging op, runs TFLM's reference code everywhere and costs ~10x more)."""
+    if op.kind != "AVERAGE_POOL_2D" or len(op.in_shape) != 4 or len(op.out_shape) != 4:
+        return op
+    kh = max(1, op.in_shape[1] // max(op.out_shape[1], 1))
+    kw = max(1, op.in_shape[2] // max(op.out_shape[2], 1))
+    return Op("DEPTHWISE_CONV_2D", op.inputs, op.output, op.in_shape, op.out_shape, (1, kh, kw, op.out_shape[-1]),
+              max(op.stride, 1), False)
 
 
 def measured() -> list[tuple[str, str]]:
@@ -174,6 +187,7 @@ def op_instructions(op: Op, isa: str, kernels: str) -> float:
     if table is None:
         raise PipelineError(f"no cost model for isa {isa} with {kernels} kernels; measured: "
                             + ", ".join(f"{i}/{k}" for i, k in measured()))
+    op = _as_measured(op)
     for key in (subkind(op), op.kind, ALIASES.get(op.kind, "")):
         if key in table:
             return float(np.dot(table[key]["coef"], features(op)))
@@ -215,30 +229,38 @@ ESP_NN_S3_SPEEDUP = {"CONV_2D/1x1": (8.01, 14.24), "CONV_2D/kxk": 5.55, "CONV_2D
 def mlperf_kws_graph() -> OpGraph:
     """MLPerf Tiny's keyword-spotting DS-CNN (benchmark/training/keyword_spotting/keras_model.py:
     49x10x1 MFCC input, Conv2D 64 (10x4) stride 2 'same', 4 x (depthwise 3x3 + 1x1 conv 64),
-    AveragePooling2D (24x5), Dense 12, softmax), as TFLite ops."""
+    AveragePooling2D (24x5), Dense 12, softmax), as TFLite ops: the ops of
+    firmware/tools/keras_ds_cnn.py's conversion (a test holds them equal)."""
     ops = [Op("CONV_2D", (0,), 1, (1, 49, 10, 1), (1, 25, 5, 64), (64, 10, 4, 1), 2, True)]
     for _ in range(4):
         ops.append(Op("DEPTHWISE_CONV_2D", (1,), 1, (1, 25, 5, 64), (1, 25, 5, 64), (1, 3, 3, 64), 1, True))
         ops.append(Op("CONV_2D", (1,), 1, (1, 25, 5, 64), (1, 25, 5, 64), (64, 1, 1, 64), 1, True))
     ops += [Op("AVERAGE_POOL_2D", (1,), 2, (1, 25, 5, 64), (1, 1, 1, 64)),
-            Op("RESHAPE", (2,), 3, (1, 1, 1, 64), (1, 64)),
-            Op("FULLY_CONNECTED", (3,), 4, (1, 64), (1, 12), (12, 64), 1, True),
-            Op("SOFTMAX", (4,), 5, (1, 12), (1, 12))]
-    return OpGraph(ops, {}, [0], [5])
+            Op("FULLY_CONNECTED", (2,), 3, (1, 1, 1, 64), (1, 12), (12, 64), 1, True),  # Flatten folds in
+            Op("SOFTMAX", (3,), 4, (1, 12), (1, 12))]
+    return OpGraph(ops, {}, [0], [4])
+
+
+def _instructions(model: str, graph: OpGraph, isa: str, kernels: str) -> int:
+    """The QEMU count of `model` (op_counts.json, set "check"), or the estimate where not measured."""
+    for run in load_counts()["runs"]:
+        if (run["model"], run["isa"], run["kernels"]) == (model, isa, kernels):
+            return int(run["sum"])
+    return estimate_instructions(graph, isa, kernels)
 
 
 def _cortex_m4f_cpi() -> float:
-    """Calibrated: MLPerf Tiny's KWS latency on NUCLEO-L4R5ZI over our estimate of it."""
+    """Calibrated: MLPerf Tiny's KWS latency on NUCLEO-L4R5ZI over DS-CNN's count under QEMU."""
     cycles = MLPERF_TINY_L4R5ZI_KWS_MS * 1e-3 * 120e6
-    return cycles / estimate_instructions(mlperf_kws_graph(), "armv7e-m", "cmsis_nn")
+    return cycles / _instructions("mlperf_kws_ds_cnn", mlperf_kws_graph(), "armv7e-m", "cmsis_nn")
 
 
 def _xtensa_cpi(chip: str, with_esp_nn: bool) -> float:
-    """Calibrated: esp-tflite-micro's person-detection latency over our RV32IMC estimate of it."""
+    """Calibrated: esp-tflite-micro's person-detection latency over its RV32IMC count under QEMU."""
     pd = _person_detect_graph()
     ref_ms, nn_ms, mhz = ESP_PERSON_DETECTION_MS[chip]
     ms = nn_ms if with_esp_nn else ref_ms
-    return ms * 1e-3 * mhz * 1e6 / estimate_instructions(pd, "rv32imc", "esp_nn" if with_esp_nn else "reference")
+    return ms * 1e-3 * mhz * 1e6 / _instructions("person_detect", pd, "rv32imc", "esp_nn" if with_esp_nn else "reference")
 
 
 def _person_detect_graph() -> OpGraph:
@@ -253,7 +275,8 @@ def cores() -> dict[str, Core]:
     """Each core: the measured instruction set it uses, its CPI and where that comes from."""
     m4 = _cortex_m4f_cpi()
     src_m4 = (f"calibrated: MLPerf Tiny v0.5 keyword spotting (DS-CNN) on NUCLEO-L4R5ZI, {MLPERF_TINY_L4R5ZI_KWS_MS:.1f} "
-              "ms at 120 MHz (TFLM 2.3.1 + CMSIS-NN), over this model's estimate of DS-CNN; an effective CPI that also "
+              "ms at 120 MHz (TFLM 2.3.1 + CMSIS-NN), over DS-CNN's armv7e-m CMSIS-NN count under QEMU "
+              "(firmware/tools/keras_ds_cnn.py, random weights); an effective CPI that also "
               "absorbs that older TFLM / CMSIS-NN and the board's flash; not the visual wake words figure it is "
               "checked against")
 
@@ -284,11 +307,11 @@ def cores() -> dict[str, Core]:
                         "(both ESP32-C3 person-detection figures are independent checks)"),
         "xtensa-lx6": Core("rv32imc", lx6,
                            "calibrated: esp-tflite-micro's ESP32 person detection with ESP-NN (380 ms, 240 MHz) "
-                           "over the RV32IMC esp_nn estimate (ESP-NN is portable C on the ESP32, as on the C3); "
+                           "over person_detect's RV32IMC esp_nn count under QEMU (ESP-NN is portable C on the ESP32, as on the C3); "
                            "cycles per RV32IMC instruction, no Xtensa compiler or emulator here"),
         "xtensa-lx7": Core("rv32imc", lx7,
                            "calibrated: esp-tflite-micro's ESP32-S3 person detection without ESP-NN (2300 ms, 240 "
-                           "MHz) over the RV32IMC reference estimate; with ESP-NN the S3 runs assembly (PIE SIMD): "
+                           "MHz) over person_detect's RV32IMC reference count under QEMU; with ESP-NN the S3 runs assembly (PIE SIMD): "
                            "the RV32IMC esp_nn estimate divided per op by ESP-NN's published S3 speedups",
                            speedup="esp_nn_s3"),
     }

@@ -103,3 +103,20 @@ def test_unknown_core_or_kernels_name_the_choices() -> None:
         latency.estimate_latency_ms(g, "cortex-m4f", 100, "esp_nn")
     with pytest.raises(PipelineError, match="no cost model for isa armv9.*armv7e-m/cmsis_nn"):
         latency.estimate_instructions(g, "armv9", "cmsis_nn")
+
+
+def test_mlperf_kws_graph_is_the_converted_ds_cnn() -> None:
+    """latency.mlperf_kws_graph() (built by hand) has the ops of firmware/tools/keras_ds_cnn.py's
+    conversion, as profile_ops.py stored them."""
+    stored = latency.graph_from_rows(COUNTS["models"]["mlperf_kws_ds_cnn"]["ops"])
+    assert stored.signature() == latency.mlperf_kws_graph().signature()
+
+
+def test_published_latencies_that_were_not_calibrated_on() -> None:
+    """docs/LATENCY.md's table (b): the rows no CPI was fitted to, where within 30%."""
+    rows = {(r["model"].split()[0] + " " + r["model"].split()[2], r["core"], r["kernels"]): r
+            for r in latency.published_checks()}
+    for key in [("MLPerf VWW", "cortex-m4f", "cmsis_nn"), ("TFLM (96x96x1)", "rv32imc", "esp_nn"),
+                ("TFLM (96x96x1)", "rv32imc", "reference")]:
+        r = rows[key]
+        assert not r["calibrated"] and abs(r["error_pct"]) < 30, r
