@@ -18,7 +18,11 @@ OPTIMIZED_KERNEL_DIR ?= $(firstword $(FW_ARCH_KERNELS) cmsis_nn)
 FW_KERNELS := $(if $(filter-out reference,$(filter $(OPTIMIZED_KERNEL_DIR),$(FW_ARCH_KERNELS))),$(OPTIMIZED_KERNEL_DIR),reference)
 FW_MODEL_DIR ?= $(OUT)
 FW_MODEL_NAME ?= $(if $(filter $(abspath $(OUT)),$(abspath $(FW_MODEL_DIR))),model,$(notdir $(abspath $(FW_MODEL_DIR))))
-FW_BUILD ?= $(OUT)/firmware/$(FW_MODEL_NAME)-$(BOARD)-$(FW_KERNELS)
+# FW_PROFILE=1: the app also prints every op's instruction (cycle) count for the first image
+# (TFLM's profiler hook, app/main_functions.cc; firmware/tools/profile_ops.py reads it), in its
+# own build folder. Off by default: the normal build is unchanged.
+FW_PROFILE ?=
+FW_BUILD ?= $(OUT)/firmware/$(FW_MODEL_NAME)-$(BOARD)-$(FW_KERNELS)$(if $(FW_PROFILE),-profile)
 FW_BOARDS := $(basename $(notdir $(wildcard $(FW_DIR)/boards/*.mk)))
 FW_JOBS ?= 2
 PYOCD ?= pyocd
@@ -78,7 +82,8 @@ firmware: firmware-check
 	$(MAKE) --no-print-directory -j$(FW_JOBS) -f $(FW_DIR)/cortexm.mk FW_DIR=$(FW_DIR) BOARD=$(BOARD) \
 	  FW_KERNELS=$(FW_KERNELS) TFLM_DIR=$(abspath $(TFLM_DIR)) FW_MODEL_DIR=$(FW_MODEL_DIR) \
 	  FW_BUILD=$(FW_BUILD) FW_TFLM_CACHE=$(abspath $(FW_TFLM_CACHE)) $(if $(FW_TFLM_OBJ),FW_TFLM_OBJ=$(FW_TFLM_OBJ)) \
-	  ESP_NN_DIR=$(ESP_NN_DIR) ESP_TFLM_DIR=$(ESP_TFLM_DIR) PY=$(abspath $(PY))
+	  ESP_NN_DIR=$(ESP_NN_DIR) ESP_TFLM_DIR=$(ESP_TFLM_DIR) PY=$(abspath $(PY)) \
+	  $(if $(FW_PROFILE),FW_DEFINES=-DFW_PROFILE)
 
 # Bit-exactness run: QEMU with a deterministic instruction counter; the exit status is
 # the number of outputs that differ from the host tflite-micro runtime.

@@ -130,3 +130,31 @@ def test_tflm_objects_are_compiled_once_per_key(tiny_build: Path, tmp_path: Path
     assert key["compiler"].startswith("arm-none-eabi-g++") and key["tflm"].split()[0] in ("commit", "tree")
     assert Path(m[1]).name.startswith("cmsis_nn-cortex-m4+fp-")
     assert {p for p in TFLM_DIR.rglob("*.o")} == before
+
+
+def test_profile_build_counts_every_op_and_adds_up(tmp_path: Path) -> None:
+    """FW_PROFILE=1: one line per op of the first image (the ops of pipeline.opgraph.from_tflite,
+    in order), whose counts add up to the whole Invoke() but for the interpreter's loop; the
+    normal build prints none of it."""
+    from pipeline.opgraph import from_tflite
+
+    model = TFLM_DIR / "tensorflow/lite/micro/models/person_detect.tflite"
+    if not model.is_file():
+        pytest.skip(f"{model} not in this TFLM checkout")
+    md = tmp_path / "person_detect"
+    subprocess.run([str(ROOT / ".venv/bin/python"), "firmware/tools/tflm_model.py", str(model),
+                    str(md), "--vectors", "1", "--arena", "140000"], cwd=ROOT, check=True, capture_output=True)
+    common = ["BOARD=mps2-an386", "OPTIMIZED_KERNEL_DIR=cmsis_nn", f"OUT={tmp_path}", f"FW_MODEL_DIR={md}",
+              "FW_VECTORS=1", "FW_PROFILE=1"]
+    proc = make("run-qemu", *common, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert (tmp_path / "firmware/person_detect-mps2-an386-cmsis_nn-profile/firmware.elf").is_file()
+    ops = re.findall(r"^op_profile (\d+) (\S+) (\d+)\r?$", proc.stdout, re.M)
+    assert [k for _, k, _ in ops] == from_tflite(model.read_bytes()).kinds()
+    total = sum(int(c) for _, _, c in ops)
+    invoke = int(re.search(r"op_profile_invoke (\d+)", proc.stdout)[1])
+    assert int(re.search(r"op_profile_sum (\d+)", proc.stdout)[1]) == total
+    assert 0 <= invoke - total < 0.002 * invoke, (invoke, total)
+    assert parse(proc.stdout)["mismatched"] == 0
+    normal = make("run-qemu", *common[:-1], check=False)
+    assert normal.returncode == 0 and "op_profile" not in normal.stdout

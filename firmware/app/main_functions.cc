@@ -14,6 +14,7 @@
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_log.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
+#include "tensorflow/lite/micro/micro_profiler_interface.h"
 #include "tensorflow/lite/micro/system_setup.h"
 #include "tensorflow/lite/schema/schema_generated.h"
 
@@ -50,6 +51,46 @@ int labelled = 0;
 uint64_t counter_sum = 0, counter_min = ~0ull, counter_max = 0;
 bool failed = false;
 
+#if defined(FW_PROFILE)
+// FW_PROFILE=1 (make firmware ... FW_PROFILE=1): TFLM calls BeginEvent / EndEvent around
+// every node's Invoke with the op's name; this records the board counter (instructions under
+// QEMU) per node and loop() prints them for the first image, one line per op:
+// "op_profile <index> <OP_NAME> <count>", then "op_profile_sum <sum>".
+class OpProfiler : public tflite::MicroProfilerInterface {
+ public:
+  static constexpr int kMaxEvents = 512;
+  uint32_t BeginEvent(const char* tag) override {
+    if (n_ >= kMaxEvents) return kMaxEvents;
+    tags_[n_] = tag;
+    start_[n_] = BoardCounter();
+    return n_++;
+  }
+  void EndEvent(uint32_t h) override {
+    const uint64_t t = BoardCounter();
+    if (h < kMaxEvents) used_[h] = t - start_[h];
+  }
+  void Reset() { n_ = 0; }
+  void Print() const {
+    uint64_t sum = 0;
+    for (int i = 0; i < n_; ++i) {
+      BoardPrintf("op_profile %d %s %llu\n", i, tags_[i], (unsigned long long)used_[i]);
+      sum += used_[i];
+    }
+    BoardPrintf("op_profile_sum %llu ops %d\n", (unsigned long long)sum, n_);
+  }
+
+ private:
+  const char* tags_[kMaxEvents];
+  uint64_t start_[kMaxEvents];
+  uint64_t used_[kMaxEvents];
+  int n_ = 0;
+};
+OpProfiler profiler;
+tflite::MicroProfilerInterface* const kProfiler = &profiler;
+#else
+tflite::MicroProfilerInterface* const kProfiler = nullptr;
+#endif
+
 #if defined(TF_LITE_MCU_DEBUG_LOG) && !defined(ESP_PLATFORM)
 void LogToBoard(const char* s) { BoardWrite(s, strlen(s)); }
 #endif
@@ -84,7 +125,7 @@ bool setup() {
   static OpResolver resolver;
   if (!RegisterOps(resolver)) return false;
   static tflite::MicroInterpreter static_interpreter(model, resolver, tensor_arena,
-                                                     kTensorArenaSize);
+                                                     kTensorArenaSize, nullptr, kProfiler);
   interpreter = &static_interpreter;
   if (interpreter->AllocateTensors() != kTfLiteOk) {
     BoardPrintf("error: AllocateTensors failed with an arena of %d bytes\n",
@@ -115,9 +156,18 @@ bool loop() {
   if (GetImage(image_index, kNumCols, kNumRows, kNumChannels, input->data.int8) != kTfLiteOk) {
     return false;
   }
+#if defined(FW_PROFILE)
+  profiler.Reset();
+#endif
   const uint64_t t0 = BoardCounter();
   const TfLiteStatus status = interpreter->Invoke();
   const uint64_t t1 = BoardCounter();
+#if defined(FW_PROFILE)
+  if (images_done == 0) {
+    profiler.Print();
+    BoardPrintf("op_profile_invoke %llu\n", (unsigned long long)(t1 - t0));
+  }
+#endif
   if (status != kTfLiteOk) {
     BoardPrintf("error: Invoke failed on image %d\n", image_index);
     failed = true;

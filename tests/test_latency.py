@@ -1,0 +1,122 @@
+"""The latency cost model (pipeline/latency.py) against its checked-in data: no QEMU, no
+conversion. The counts were measured by firmware/tools/profile_ops.py (docs/LATENCY.md has the
+command); these tests read them, they do not re-measure."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from pipeline import latency
+from pipeline.errors import PipelineError
+
+COUNTS = latency.load_counts()
+ARCHS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large")
+
+
+def test_coefficients_cover_every_op_of_the_four_archs_for_each_measured_isa() -> None:
+    coef = latency._coefficients()
+    measured = {(r["isa"], r["kernels"]) for r in COUNTS["runs"]}
+    assert {("armv7e-m", "cmsis_nn"), ("armv7e-m", "reference"), ("rv32imc", "esp_nn"),
+            ("rv32imc", "reference")} <= measured
+    assert {f"{i}/{k}" for i, k in measured} == set(coef["models"])
+    archs = {m["arch"] for m in COUNTS["models"].values() if "arch" in m}
+    assert set(ARCHS) <= archs
+    for key, table in coef["models"].items():
+        for name, m in COUNTS["models"].items():
+            if m.get("arch") not in ARCHS:
+                continue
+            for row in m["ops"]:
+                op = latency.op_from_row(row)
+                # measured as its own sub-kind, not costed through a fallback or an alias
+                assert latency.subkind(op) in table, (key, name, latency.subkind(op))
+                assert all(c >= 0 for c in table[latency.subkind(op)]["coef"])
+
+
+def test_held_out_models_within_ten_percent() -> None:
+    rows = latency.check_counts(COUNTS, ("heldout",))
+    assert len(rows) >= 8
+    assert {(r["isa"], r["kernels"]) for r in rows} >= {("armv7e-m", "cmsis_nn"), ("armv7e-m", "reference"),
+                                                        ("rv32imc", "esp_nn"), ("rv32imc", "reference")}
+    bad = [(r["model"], r["isa"], r["kernels"], r["error_pct"]) for r in rows if abs(r["error_pct"]) > 10]
+    assert not bad
+
+
+def test_the_fit_is_reproducible_from_the_counts() -> None:
+    """pipeline/data/latency_model.json is what `python -m pipeline.latency fit` makes of the counts."""
+    assert latency.fit(COUNTS)["models"] == latency._coefficients()["models"]
+
+
+def test_per_op_counts_add_up_to_the_whole_invoke() -> None:
+    for r in COUNTS["runs"]:
+        assert r["sum"] == sum(r["counts"])
+        assert len(r["counts"]) == len(COUNTS["models"][r["model"]]["ops"])
+        # the interpreter's own loop between ops is all the per-op sum leaves out
+        assert 0 <= r["invoke"] - r["sum"] < 0.002 * r["invoke"] + 2000, r["model"]
+
+
+def _v1(res: int) -> latency.OpGraph:
+    return latency.graph_from_rows(COUNTS["models"][f"mobilenet_v1_0.25_{res}"]["ops"])
+
+
+@pytest.mark.parametrize("core,kernels", [("cortex-m4f", "cmsis_nn"), ("cortex-m4f", "reference"),
+                                          ("cortex-m7", "cmsis_nn"), ("cortex-m55", "cmsis_nn"),
+                                          ("cortex-m0plus", "cmsis_nn"), ("rv32imc", "esp_nn"),
+                                          ("xtensa-lx6", "esp_nn"), ("xtensa-lx7", "esp_nn"),
+                                          ("xtensa-lx7", "reference")])
+def test_latency_grows_with_macs(core: str, kernels: str) -> None:
+    small, big = _v1(64), _v1(96)
+    assert big.macs > 2 * small.macs
+    a = latency.estimate_latency_ms(small, core, 100, kernels)
+    b = latency.estimate_latency_ms(big, core, 100, kernels)
+    assert 0 < a < b
+    # twice the clock, half the time
+    assert latency.estimate_latency_ms(big, core, 200, kernels) == pytest.approx(b / 2)
+
+
+def test_estimate_is_fast() -> None:
+    g = _v1(96)
+    latency.estimate_latency_ms(g, "cortex-m4f", 120, "cmsis_nn")  # loads the tables once
+    t = time.perf_counter()
+    for _ in range(20):
+        latency.estimate_latency_ms(g, "cortex-m4f", 120, "cmsis_nn")
+    assert (time.perf_counter() - t) / 20 < 0.05
+
+
+def test_every_core_says_where_its_cpi_comes_from() -> None:
+    cores = latency.cores()
+    assert set(cores) == {"cortex-m0plus", "cortex-m4f", "cortex-m7", "cortex-m33", "cortex-m55", "rv32imc",
+                          "xtensa-lx6", "xtensa-lx7"}
+    for name, c in cores.items():
+        assert c.cpi > 0 and len(c.source) > 40, name
+        assert c.source.split(":")[0] in ("calibrated", "derived", "derived, not measured", "assumed 1.0"), name
+
+
+def test_unknown_core_or_kernels_name_the_choices() -> None:
+    g = _v1(64)
+    with pytest.raises(PipelineError, match="unknown core 'cortex-a53'.*cortex-m4f.*xtensa-lx7"):
+        latency.estimate_latency_ms(g, "cortex-a53", 100, "cmsis_nn")
+    with pytest.raises(PipelineError, match="unknown kernels 'tvm'.*cmsis_nn.*esp_nn.*reference"):
+        latency.estimate_latency_ms(g, "cortex-m4f", 100, "tvm")
+    with pytest.raises(PipelineError, match="esp_nn kernels are not for cortex-m4f.*cmsis_nn.*reference"):
+        latency.estimate_latency_ms(g, "cortex-m4f", 100, "esp_nn")
+    with pytest.raises(PipelineError, match="no cost model for isa armv9.*armv7e-m/cmsis_nn"):
+        latency.estimate_instructions(g, "armv9", "cmsis_nn")
+
+
+def test_mlperf_kws_graph_is_the_converted_ds_cnn() -> None:
+    """latency.mlperf_kws_graph() (built by hand) has the ops of firmware/tools/keras_ds_cnn.py's
+    conversion, as profile_ops.py stored them."""
+    stored = latency.graph_from_rows(COUNTS["models"]["mlperf_kws_ds_cnn"]["ops"])
+    assert stored.signature() == latency.mlperf_kws_graph().signature()
+
+
+def test_published_latencies_that_were_not_calibrated_on() -> None:
+    """docs/LATENCY.md's table (b): the rows no CPI was fitted to, where within 30%."""
+    rows = {(r["model"].split()[0] + " " + r["model"].split()[2], r["core"], r["kernels"]): r
+            for r in latency.published_checks()}
+    for key in [("MLPerf VWW", "cortex-m4f", "cmsis_nn"), ("TFLM (96x96x1)", "rv32imc", "esp_nn"),
+                ("TFLM (96x96x1)", "rv32imc", "reference")]:
+        r = rows[key]
+        assert not r["calibrated"] and abs(r["error_pct"]) < 30, r
