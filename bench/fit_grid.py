@@ -3,6 +3,7 @@
     python -m bench.fit_grid list --board nucleo-l4r5zi --board nano33ble-sense --classes 3 > grid.json
     python -m bench.fit_grid train --grid grid.json --data DIR --pretrained DIR --out OUT [--jobs 8] [--keep 12]
     python -m bench.fit_grid int8 --out OUT            # export + convert the kept models: int8 test top-1
+    python -m bench.fit_grid check DIR [DIR ...]       # estimates vs measured for built models
 
 `train` runs the build's own training (pipeline.train.train, the default recipe: 40 epochs,
 the epoch kept by the default rule, ImageNet weights where published) for each candidate, several at
@@ -140,6 +141,51 @@ def cmd_int8(a: argparse.Namespace) -> None:
         (out / "grid_results.json").write_text(json.dumps(list(results.values()), indent=1))
 
 
+def cmd_check(a: argparse.Namespace) -> None:
+    """For each built model folder (model.pt + model_int8.tflite; tflm/ when the microcode stage
+    ran, which this runs when missing): the estimate from the candidate alone (no conversion)
+    against the measured int8 bytes (with the memory plan), the host arena, and the instructions
+    per inference of the firmware under QEMU (mps2-an386, CMSIS-NN; `firmware/tools/measure.py`)."""
+    import subprocess
+
+    import torch
+
+    from pipeline.config import make_config
+    from pipeline.estimate import Candidate, estimate
+    from pipeline.latency import estimate_instructions
+    from pipeline.microcode import memory_plans
+    from pipeline.runner import run_stage
+
+    root = Path(__file__).resolve().parents[1]
+    print("| model | int8 bytes est. / measured | error | arena est. / measured | error | "
+          "instructions est. / QEMU (M4, CMSIS-NN) | error |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for d in map(Path, a.dirs):
+        ck = torch.load(d / "model.pt", map_location="cpu", weights_only=False)
+        cfg = ck["config"]
+        c = Candidate(cfg["arch"], cfg["width"], cfg["resolution"], cfg.get("color", "rgb"), len(ck["labels"]))
+        est = estimate(c)
+        planned, mem = memory_plans((d / "model_int8.tflite").read_bytes(), "offline")
+        if not (d / "tflm" / "model_settings.h").is_file():
+            run_stage("microcode", make_config(None, out=str(d)))
+        q = subprocess.run([sys.executable, "firmware/tools/measure.py", "--json", "--kernels", "cmsis_nn",
+                            "--vectors", "1", f"{c.name}={d}"], cwd=root, capture_output=True, text=True)
+        got = json.loads(q.stdout)[0] if q.returncode == 0 else {}
+        assert est.graph is not None
+        ins = estimate_instructions(est.graph, "armv7e-m", "cmsis_nn")
+        qemu = got.get("instructions_per_inference")
+
+        def err(e: float, m: float | None) -> str:
+            return f"{100 * (e - m) / m:+.2f}%" if m else "n/a"
+
+        print(f"| {c.name} | {est.model_bytes:,} / {len(planned):,} | {err(est.model_bytes, len(planned))} "
+              f"| {est.arena_bytes:,} / {mem['total']:,} | {err(est.arena_bytes, mem['total'])} "
+              f"| {ins:,} / {qemu:,} | {err(ins, qemu)} |" if qemu else
+              f"| {c.name} | {est.model_bytes:,} / {len(planned):,} | {err(est.model_bytes, len(planned))} "
+              f"| {est.arena_bytes:,} / {mem['total']:,} | {err(est.arena_bytes, mem['total'])} | {ins:,} / "
+              f"QEMU run failed | |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.fit_grid", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -156,8 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, help="default: the build's")
     p = sub.add_parser("int8")
     p.add_argument("--out", required=True)
+    p = sub.add_parser("check")
+    p.add_argument("dirs", nargs="+")
     a = ap.parse_args(argv)
-    {"list": cmd_list, "train": cmd_train, "int8": cmd_int8}[a.cmd](a)
+    {"list": cmd_list, "train": cmd_train, "int8": cmd_int8, "check": cmd_check}[a.cmd](a)
     return 0
 
 

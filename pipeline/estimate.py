@@ -193,8 +193,9 @@ def measure(c: Candidate, margin: float = 0.10) -> dict[str, int]:
             "arena_tail": mem["tail"], "arena_linked": arena_with_margin(mem["total"], margin), "tflite": planned}
 
 
-def compare(c: Candidate) -> dict[str, Any]:
-    est, got = estimate(c), measure(c)
+def compare(c: Candidate, got: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Estimate against measurement (`measure(c)`, or the one given) for bytes and arena."""
+    est, got = estimate(c), got or measure(c)
     row: dict[str, Any] = {"candidate": c.name}
     for k in ("model_bytes", "arena_bytes", "arena_head", "arena_tail"):
         e, m = getattr(est, k), got[k]

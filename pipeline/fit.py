@@ -163,9 +163,12 @@ def proxy_train(row: Row, args: argparse.Namespace, trial_dir: Path) -> dict[str
 
 
 def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name: str) -> None:
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     feasible = {r.candidate.name: r for r in rows if not r.dropped}
     storage = args.storage or f"sqlite:///{(fit_dir / 'study.db').resolve()}"
     sampler = optuna.samplers.TPESampler(seed=args.seed, multivariate=True, n_startup_trials=3)
@@ -177,7 +180,7 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
     colors = sorted({r.candidate.color for r in feasible.values()}, key=COLORS.index)
 
     def done() -> dict[str, dict[str, Any]]:
-        return {t.user_attrs["candidate"]: t.user_attrs["proxy"] for t in study.get_trials(deep_copy=False)
+        return {t.user_attrs["candidate"]: t.user_attrs["proxy"] for t in study.get_trials(deepcopy=False)
                 if t.state == optuna.trial.TrialState.COMPLETE and "proxy" in t.user_attrs}
 
     if not study.trials and DEFAULT.name in feasible:
