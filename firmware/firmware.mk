@@ -83,7 +83,7 @@ firmware: firmware-check
 	  FW_KERNELS=$(FW_KERNELS) TFLM_DIR=$(abspath $(TFLM_DIR)) FW_MODEL_DIR=$(FW_MODEL_DIR) \
 	  FW_BUILD=$(FW_BUILD) FW_TFLM_CACHE=$(abspath $(FW_TFLM_CACHE)) $(if $(FW_TFLM_OBJ),FW_TFLM_OBJ=$(FW_TFLM_OBJ)) \
 	  ESP_NN_DIR=$(ESP_NN_DIR) ESP_TFLM_DIR=$(ESP_TFLM_DIR) PY=$(abspath $(PY)) \
-	  $(if $(FW_PROFILE),FW_DEFINES=-DFW_PROFILE)
+	  $(if $(FW_PROFILE),FW_DEFINES="$(FW_DEFINES) -DFW_PROFILE")
 
 # Bit-exactness run: QEMU with a deterministic instruction counter; the exit status is
 # the number of outputs that differ from the host tflite-micro runtime.

@@ -206,7 +206,6 @@ class Core:
     isa: str  # the measured instruction set whose counts it runs
     cpi: float  # cycles per counted instruction
     source: str  # where the CPI comes from
-    kernels: dict[str, str] | None = None  # kernels asked -> kernels measured, where they differ
     speedup: str = ""  # a per-op speedup table applied on top (ESP32-S3 ESP-NN assembly)
 
 
@@ -219,7 +218,7 @@ MLPERF_TINY_L4R5ZI_VWW_MS = 1000 / 1.665  # median throughput 1.665 inferences/s
 # detection, time of invoke(), internal memory: (without ESP-NN, with ESP-NN, MHz).
 ESP_PERSON_DETECTION_MS = {"esp32": (4084, 380, 240), "esp32s3": (2300, 54, 240), "esp32c3": (3355, 426, 160)}
 # Arm's published CoreMark/MHz (GCC), for the cores without a measurement of their own.
-COREMARK_PER_MHZ = {"cortex-m0plus": 2.46, "cortex-m4f": 3.40, "cortex-m33": 4.02, "cortex-m7": 5.01}
+COREMARK_PER_MHZ = {"cortex-m4f": 3.40, "cortex-m33": 4.02, "cortex-m7": 5.01}
 # ESP-NN README, "Kernelwise performance on ESP32-S3": ANSI C ticks / optimised (assembly) ticks.
 ESP_NN_S3_SPEEDUP = {"CONV_2D/1x1": (8.01, 14.24), "CONV_2D/kxk": 5.55, "CONV_2D/first": 5.55,
                      "DEPTHWISE_CONV_2D/3x3": 6.30, "DEPTHWISE_CONV_2D": 4.49, "FULLY_CONNECTED": 7.83,
@@ -286,11 +285,11 @@ def cores() -> dict[str, Core]:
     lx6 = _xtensa_cpi("esp32", True)
     lx7 = _xtensa_cpi("esp32s3", False)
     return {
-        "cortex-m0plus": Core("armv7e-m", via_coremark("cortex-m0plus"),
-                              "derived, not measured: the Cortex-M4F CPI x Arm's CoreMark/MHz ratio M4 / M0+ "
-                              "(3.40 / 2.46); armv6-m has no DSP instructions, so CMSIS-NN runs its C path: costed "
-                              "with the armv7e-m reference-kernel counts (an upper bound, unverified)",
-                              kernels={"cmsis_nn": "reference"}),
+        "cortex-m0plus": Core("armv6-m", m4,
+                              "assumed equal to the Cortex-M4F CPI (both single-issue and mostly single-cycle; "
+                              "M0+ loads and taken branches take 2 cycles, M4 loads 1-2 and branches 2-4: Arm's "
+                              "TRMs); counts measured: armv6-m builds (no DSP instructions: CMSIS-NN's C path) run "
+                              "on QEMU's Cortex-M4 machine"),
         "cortex-m4f": Core("armv7e-m", m4, src_m4),
         "cortex-m7": Core("armv7e-m", via_coremark("cortex-m7"),
                           "derived: the Cortex-M4F CPI x Arm's CoreMark/MHz ratio M4 / M7 (3.40 / 5.01); same "
@@ -348,10 +347,10 @@ def estimate_latency_ms(graph: OpGraph, core: str, clock_mhz: float, kernels: st
         raise PipelineError(f"clock must be positive MHz, got {clock_mhz}")
     c = table[core]
     isa_kernels = {k for i, k in measured() if i == c.isa}
-    k = (c.kernels or {}).get(kernels, kernels)
+    k = kernels
     if k not in isa_kernels:
         raise PipelineError(f"{kernels} kernels are not for {core} ({c.isa}); choose one of "
-                            f"{', '.join(sorted(isa_kernels | set(c.kernels or {})))}")
+                            f"{', '.join(sorted(isa_kernels))}")
     if c.speedup == "esp_nn_s3" and kernels == "esp_nn":
         instr = sum(op_instructions(op, c.isa, k) / _s3_speedup(op) for op in graph.ops)
     else:

@@ -19,7 +19,8 @@ def test_coefficients_cover_every_op_of_the_four_archs_for_each_measured_isa() -
     coef = latency._coefficients()
     measured = {(r["isa"], r["kernels"]) for r in COUNTS["runs"]}
     assert {("armv7e-m", "cmsis_nn"), ("armv7e-m", "reference"), ("rv32imc", "esp_nn"),
-            ("rv32imc", "reference")} <= measured
+            ("rv32imc", "reference"), ("armv6-m", "cmsis_nn"), ("armv6-m", "reference"),
+            ("armv8.1-m-mve", "cmsis_nn")} <= measured
     assert {f"{i}/{k}" for i, k in measured} == set(coef["models"])
     archs = {m["arch"] for m in COUNTS["models"].values() if "arch" in m}
     assert set(ARCHS) <= archs
@@ -38,7 +39,8 @@ def test_held_out_models_within_ten_percent() -> None:
     rows = latency.check_counts(COUNTS, ("heldout",))
     assert len(rows) >= 8
     assert {(r["isa"], r["kernels"]) for r in rows} >= {("armv7e-m", "cmsis_nn"), ("armv7e-m", "reference"),
-                                                        ("rv32imc", "esp_nn"), ("rv32imc", "reference")}
+                                                        ("rv32imc", "esp_nn"), ("rv32imc", "reference"),
+                                                        ("armv6-m", "cmsis_nn"), ("armv6-m", "reference")}
     bad = [(r["model"], r["isa"], r["kernels"], r["error_pct"]) for r in rows if abs(r["error_pct"]) > 10]
     assert not bad
 
@@ -90,7 +92,7 @@ def test_every_core_says_where_its_cpi_comes_from() -> None:
                           "xtensa-lx6", "xtensa-lx7"}
     for name, c in cores.items():
         assert c.cpi > 0 and len(c.source) > 40, name
-        assert c.source.split(":")[0] in ("calibrated", "derived", "derived, not measured", "assumed 1.0"), name
+        assert c.source.startswith(("calibrated", "derived", "assumed")), name
 
 
 def test_unknown_core_or_kernels_name_the_choices() -> None:

@@ -41,6 +41,14 @@ sys.path.insert(0, str(ROOT))
 # The instruction set each QEMU board runs (what the cost model's coefficients are per).
 BOARD_ISA = {"mps2-an386": "armv7e-m", "mps2-an500": "armv7e-m-m7", "mps3-an547": "armv8.1-m-mve",
              "rv32imc-virt": "rv32imc"}
+# BOARD@CORE: the app and TFLM compiled for another core, run on that board's QEMU machine
+# (a Cortex-M4 executes armv6-m code), in its own OUT folder (the build folder does not
+# name the core).
+CORE_ISA = {"cortex-m0plus": "armv6-m"}
+CORE_ARGS = {"cortex-m0plus": ["BOARD_TARGET_ARCH=cortex-m0plus",
+                               # board_common.c's inline asm is unified syntax; GCC assumes
+                               # divided syntax for Thumb-1 unless told
+                               "FW_DEFINES=-masm-syntax-unified"]}
 
 
 def convert_candidate(arch: str, width: float, resolution: int, channels: int, classes: int) -> bytes:
@@ -107,8 +115,12 @@ def model_dir(name: str, spec: dict[str, Any], work: Path) -> tuple[Path, bytes]
 
 
 def run_profile(d: Path, board: str, kernels: str, out: str) -> dict[str, Any]:
+    board, _, core = board.partition("@")
+    extra = CORE_ARGS.get(core, []) if core else []
+    if core:
+        out = f"{out}/{core}"
     args = ["make", "--no-print-directory", "run-qemu", f"BOARD={board}", f"OPTIMIZED_KERNEL_DIR={kernels}",
-            f"FW_MODEL_DIR={d}", f"OUT={out}", "FW_VECTORS=1", "FW_PROFILE=1", "FW_QEMU_TIMEOUT=1200"]
+            f"FW_MODEL_DIR={d}", f"OUT={out}", "FW_VECTORS=1", "FW_PROFILE=1", "FW_QEMU_TIMEOUT=1200", *extra]
     t = time.time()
     p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True)
     text = p.stdout.replace("\r", "")
@@ -149,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+")
     ap.add_argument("--board", action="append", dest="boards",
-                    help="BOARD:KERNELS[,KERNELS], repeatable (default mps2-an386:cmsis_nn,reference)")
+                    help="BOARD[@CORE]:KERNELS[,KERNELS], repeatable (default mps2-an386:cmsis_nn,reference); "
+                         "mps2-an386@cortex-m0plus: armv6-m code on the Cortex-M4 machine")
     ap.add_argument("--set", default="fit", choices=["fit", "heldout", "check"])
     ap.add_argument("--work", default="build/profile")
     ap.add_argument("--out", default="build", help="OUT for the firmware builds")
@@ -187,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
                     status = 1
                     continue
                 counts = [c for _, _, c in r["ops"]]
-                run = {"model": name, "board": board, "isa": BOARD_ISA.get(board, board), "kernels": kernels,
+                b, _, core = board.partition("@")
+                isa = CORE_ISA[core] if core else BOARD_ISA.get(b, b)
+                run = {"model": name, "board": board, "isa": isa, "kernels": kernels,
                        "invoke": r["invoke"], "sum": sum(counts), "counts": counts}
                 data["runs"] = [x for x in data["runs"]
                                 if (x["model"], x["board"], x["kernels"]) != (name, board, kernels)] + [run]
