@@ -4,11 +4,11 @@
     estimate_latency_ms(graph, core, clock_mhz, kernels) -> milliseconds
 
 A cost model per (instruction set, kernel library, op sub-kind), fitted to per-op instruction
-counts measured under QEMU (`firmware/tools/profile_ops.py` -> pipeline/data/op_counts.json):
+counts measured under QEMU (`firmware/tools/profile_ops.py` -> pipeline/latency_data/op_counts.json):
 each op's count is a non-negative combination of a few features of its shapes (a constant,
 MACs, output elements, output positions, input elements, output channels), fitted by
 non-negative least squares per sub-kind (`python -m pipeline.latency fit` writes
-pipeline/data/latency_model.json). A core maps to the measured instruction set whose counts
+pipeline/latency_data/latency_model.json). A core maps to the measured instruction set whose counts
 it runs and a CPI (cycles per counted instruction) with its source; latency = instructions x
 CPI / clock. docs/LATENCY.md has the sub-kinds, the CPI table with sources and both checks.
 """
@@ -29,7 +29,7 @@ import numpy as np
 from .errors import PipelineError
 from .opgraph import Op, OpGraph
 
-DATA = Path(__file__).resolve().parent / "data"
+DATA = Path(__file__).resolve().parent / "latency_data"
 COUNTS_FILE = DATA / "op_counts.json"
 MODEL_FILE = DATA / "latency_model.json"
 
@@ -267,7 +267,7 @@ def _person_detect_graph() -> OpGraph:
     counts = load_counts()
     if "person_detect" in counts["models"]:
         return graph_from_rows(counts["models"]["person_detect"]["ops"])
-    raise PipelineError("person_detect's ops are not in pipeline/data/op_counts.json (profile_ops.py --set check)")
+    raise PipelineError("person_detect's ops are not in pipeline/latency_data/op_counts.json (profile_ops.py --set check)")
 
 
 def cores() -> dict[str, Core]:
@@ -411,7 +411,7 @@ def published_checks() -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipeline.latency", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fit", help="refit pipeline/data/latency_model.json from pipeline/data/op_counts.json")
+    f = sub.add_parser("fit", help="refit pipeline/latency_data/latency_model.json from pipeline/latency_data/op_counts.json")
     f.add_argument("--counts", default=str(COUNTS_FILE))
     f.add_argument("--out", default=str(MODEL_FILE))
     sub.add_parser("check", help="print the held-out and published-latency tables (markdown)")

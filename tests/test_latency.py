@@ -46,7 +46,7 @@ def test_held_out_models_within_ten_percent() -> None:
 
 
 def test_the_fit_is_reproducible_from_the_counts() -> None:
-    """pipeline/data/latency_model.json is what `python -m pipeline.latency fit` makes of the counts."""
+    """pipeline/latency_data/latency_model.json is what `python -m pipeline.latency fit` makes of the counts."""
     assert latency.fit(COUNTS)["models"] == latency._coefficients()["models"]
 
 

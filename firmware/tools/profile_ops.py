@@ -14,11 +14,11 @@ one `Invoke()` (instructions under QEMU `-icount shift=0`: SysTick at 1 tick = 4
 matches the host runtime and the ops match `pipeline.opgraph.from_tflite` of the same model
 one for one.
 
-Results are merged into `--data` (default pipeline/data/op_counts.json): per model its op
+Results are merged into `--data` (default pipeline/latency_data/op_counts.json): per model its op
 list (kind, shapes, stride) and its set (fit / heldout / check), per run the board, isa,
 kernels, the per-op counts, their sum and the whole-`Invoke()` count the firmware prints
 (the sum misses only the interpreter's loop between ops). `python -m pipeline.latency fit`
-then refits pipeline/data/latency_model.json from it. Run QEMU jobs one at a time.
+then refits pipeline/latency_data/latency_model.json from it. Run QEMU jobs one at a time.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", default="fit", choices=["fit", "heldout", "check"])
     ap.add_argument("--work", default="build/profile")
     ap.add_argument("--out", default="build", help="OUT for the firmware builds")
-    ap.add_argument("--data", default=str(ROOT / "pipeline/data/op_counts.json"))
+    ap.add_argument("--data", default=str(ROOT / "pipeline/latency_data/op_counts.json"))
     a = ap.parse_args(argv)
 
     from pipeline.opgraph import from_tflite
