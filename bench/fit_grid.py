@@ -161,6 +161,9 @@ def cmd_check(a: argparse.Namespace) -> None:
           "instructions est. / QEMU (M4, CMSIS-NN) | error |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for d in map(Path, a.dirs):
+        if not (d / "model_int8.tflite").is_file():
+            print(f"| {d.name} | not converted (no model_int8.tflite) | | | | | |")
+            continue
         ck = torch.load(d / "model.pt", map_location="cpu", weights_only=False)
         cfg = ck["config"]
         c = Candidate(cfg["arch"], cfg["width"], cfg["resolution"], cfg.get("color", "rgb"), len(ck["labels"]))

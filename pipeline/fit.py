@@ -5,8 +5,9 @@
    clock) and dropped, with the reason, when it needs more RAM or flash than the board
    leaves for the model (boards/*.toml) or is slower than --max-latency-ms. Nothing fits:
    one line with the numbers of the smallest candidate, exit 2, before any training.
-2. What is left is searched with Optuna (multi-objective TPE: maximise validation top-1 of a
-   short proxy training, minimise latency and RAM), one proxy training per trial, on the
+2. What is left is searched with Optuna (TPE: maximise validation top-1 of a short proxy
+   training; `--objectives accuracy,latency,ram` makes it multi-objective, minimising the
+   estimated latency and arena too), one proxy training per trial, on the
    user's data; the default model is tried first when it fits. The study lives in an RDB
    storage (SQLite in OUT/fit/study.db by default): an interrupted search resumes where it
    stopped, and several machines share one search by pointing --storage at one database.
@@ -34,6 +35,8 @@ RESOLUTIONS = (96, 128, 160, 192, 224)
 COLORS = ("rgb", "gray")
 DEFAULT = Candidate("mobilenet_v1", 0.25, 96, "rgb")  # pipeline/config.py's defaults
 FIT_DIR = "fit"
+# what the sampler optimises: proxy accuracy, and optionally estimated latency and arena too
+OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "ram": "minimize"}
 
 
 @dataclass
@@ -172,8 +175,15 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
     feasible = {r.candidate.name: r for r in rows if not r.dropped}
     storage = args.storage or f"sqlite:///{(fit_dir / 'study.db').resolve()}"
     sampler = optuna.samplers.TPESampler(seed=args.seed, multivariate=True, n_startup_trials=3)
-    study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, sampler=sampler,
-                                directions=["maximize", "minimize", "minimize"])
+    objectives = parse_list(args.objectives, str, "objectives")
+    if objectives[0] != "accuracy" or any(o not in OBJECTIVES for o in objectives) or len(set(objectives)) < len(objectives):
+        raise PipelineError(f"--objectives: accuracy first, then any of latency, ram (got '{args.objectives}')")
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, sampler=sampler,
+                                    directions=[OBJECTIVES[o] for o in objectives])
+    except ValueError as exc:  # the stored study has other directions
+        raise PipelineError(f"study '{study_name}' in {storage} was searched with other --objectives ({exc}); "
+                            "give the same --objectives, or a new --study-name") from None
     archs = sorted({r.candidate.arch for r in feasible.values()}, key=ARCHS.index)
     widths = sorted({r.candidate.width for r in feasible.values()})
     ress = sorted({r.candidate.resolution for r in feasible.values()})
@@ -187,7 +197,7 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
         study.enqueue_trial({"arch": DEFAULT.arch, "width": DEFAULT.width, "resolution": DEFAULT.resolution,
                              "color": DEFAULT.color})
 
-    def objective(trial: optuna.Trial) -> tuple[float, float, float]:
+    def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
         name = Candidate(trial.suggest_categorical("arch", archs), trial.suggest_categorical("width", widths),
                          trial.suggest_categorical("resolution", ress), trial.suggest_categorical("color", colors),
                          rows[0].candidate.classes).name
@@ -204,7 +214,8 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
         proxy = proxy_train(row, args, fit_dir / "trials" / name)
         trial.set_user_attr("proxy", proxy)
         log(f"fit: {name}: validation top-1 {proxy['val_acc']:.2f}% in {proxy['seconds']:.0f}s ({proxy['weights_from']})")
-        return proxy["val_acc"], row.latency_ms, float(row.ram)
+        values = {"accuracy": proxy["val_acc"], "latency": row.latency_ms, "ram": float(row.ram)}
+        return values["accuracy"] if len(objectives) == 1 else tuple(values[o] for o in objectives)
 
     t0 = time.time()
     attempts = 0
@@ -400,6 +411,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--trials", type=int, default=8, help="proxy trainings (default 8)")
     p.add_argument("--time-budget", type=float, help="minutes for the search; no new proxy training after it")
     p.add_argument("--proxy-epochs", type=int, default=5, help="epochs of each proxy training (default 5)")
+    p.add_argument("--objectives", default="accuracy",
+                   help="what the sampler optimises: accuracy (default: TPE goes for the most accurate model that "
+                        "fits), or accuracy,latency[,ram] (multi-objective TPE: explores the trade-off front)")
     p.add_argument("--archs", default=",".join(ARCHS))
     p.add_argument("--widths", default=",".join(f"{w:g}" for w in WIDTHS))
     p.add_argument("--resolutions", default=",".join(str(r) for r in RESOLUTIONS))
