@@ -103,16 +103,8 @@ if a["app"] == "MobileNetV3Small":
     kw["include_preprocessing"] = False  # our input is already in [-1, 1]
 model = getattr(tf.keras.applications, a["app"])(**kw)
 calib = np.load(a["calib"])
-def representative():
-    for i in range(len(calib)):
-        yield [calib[i : i + 1]]
-conv = tf.lite.TFLiteConverter.from_keras_model(model)
-conv.optimizations = [tf.lite.Optimize.DEFAULT]
-conv.representative_dataset = representative
-conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-conv.inference_input_type = tf.int8
-conv.inference_output_type = tf.int8
-open(a["out"], "wb").write(conv.convert())
+from pipeline.convert import keras_full_int8
+open(a["out"], "wb").write(keras_full_int8(model, (calib[i : i + 1] for i in range(len(calib)))))
 print(json.dumps({"params": int(model.count_params())}))
 """
 
@@ -130,7 +122,8 @@ def keras_native(arch: str, width: float, resolution: int, classes: int) -> Int8
         args = {"app": KERAS_APPS[arch], "alpha": width, "res": resolution, "classes": classes,
                 "calib": str(Path(tmp) / "calib.npy"), "out": str(Path(tmp) / "keras.tflite")}
         proc = subprocess.run([sys.executable, "-c", _KERAS_WORKER, json.dumps(args)], cwd=tmp,
-                              capture_output=True, text=True, env=quiet_env())
+                              capture_output=True, text=True,
+                              env={**quiet_env(), "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
         out = Path(args["out"])
         if proc.returncode != 0 or not out.is_file():
             tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])

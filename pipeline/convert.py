@@ -117,6 +117,27 @@ def _pin_batch(src: Path, dst: Path) -> None:
     onnx.save(m, str(dst))
 
 
+def keras_full_int8(model: Any, samples: Any) -> bytes:
+    """A Keras model -> full-int8 .tflite (int8 input and output, builtin int8 ops), calibrated
+    on `samples` (float arrays with the batch dimension of 1): the reference models that
+    measurements and tests compare the pipeline's own conversion with."""
+    import tensorflow as tf
+
+    batches = [np.asarray(x, np.float32) for x in samples]
+
+    def representative() -> Any:
+        for x in batches:
+            yield [x]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
 def quiet_env() -> dict[str, str]:
     """TensorFlow in a child process: no GPU probing, no oneDNN notes, errors only."""
     import os

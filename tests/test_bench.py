@@ -132,16 +132,8 @@ x = tf.keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu6")(
 x = tf.keras.layers.GlobalAveragePooling2D()(x)
 model = tf.keras.Model(inp, tf.keras.layers.Dense(2)(x))
 rng = np.random.default_rng(0)
-def rep():
-    for _ in range(4):
-        yield [rng.uniform(-1, 1, (1, 16, 16, 3)).astype(np.float32)]
-c = tf.lite.TFLiteConverter.from_keras_model(model)
-c.optimizations = [tf.lite.Optimize.DEFAULT]
-c.representative_dataset = rep
-c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-c.inference_input_type = tf.int8
-c.inference_output_type = tf.int8
-open(sys.argv[1], "wb").write(c.convert())
+from pipeline.convert import keras_full_int8
+open(sys.argv[1], "wb").write(keras_full_int8(model, (rng.uniform(-1, 1, (1, 16, 16, 3)) for _ in range(4))))
 """
 
 
@@ -153,7 +145,8 @@ def tiny_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("tflite_micro")
     out = tmp_path_factory.mktemp("bench_build")
     subprocess.run([sys.executable, "-c", TINY_MODEL, str(out / "model_int8.tflite")], check=True,
-                   capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
+                   capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+                                             "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     meta = {"arch": "tiny", "width": 1.0, "resolution": 16, "labels": ["a", "b"]}
     (out / "metadata.json").write_text(json.dumps(meta))
     report = {"generated_at": "2026-01-01T00:00:00+00:00", "machine": {"platform": "test", "processor": "x"},

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from pipeline import memory_plan as mp
+from pipeline.convert import keras_full_int8
 from pipeline.errors import PipelineError
 from pipeline.microcode import measure_arena, memory_plans
 
@@ -29,18 +30,7 @@ def _convert(build) -> bytes:  # noqa: ANN001 - a function making a keras model
     tf.keras.utils.set_random_seed(0)
     model = build(tf.keras.layers)
     rng = np.random.default_rng(0)
-
-    def data():  # noqa: ANN202
-        for _ in range(8):
-            yield [rng.uniform(-1, 1, (1, 24, 24, 3)).astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = data
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    return conv.convert()
+    return keras_full_int8(model, (rng.uniform(-1, 1, (1, 24, 24, 3)) for _ in range(8)))
 
 
 def _chain(layers):  # noqa: ANN001, ANN202

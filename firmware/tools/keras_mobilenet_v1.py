@@ -16,6 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from pipeline.convert import keras_full_int8  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,18 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     x = tf.keras.layers.Reshape((a.classes,))(x)
     model = tf.keras.Model(inp, x)
     rng = np.random.default_rng(0)
-
-    def representative():
-        for _ in range(20):
-            yield [rng.uniform(-1, 1, size=(1, a.size, a.size, 3)).astype(np.float32)]
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    a.out.write_bytes(conv.convert())
+    a.out.write_bytes(keras_full_int8(model, (rng.uniform(-1, 1, size=(1, a.size, a.size, 3)) for _ in range(20))))
     print(f"wrote {a.out} ({a.out.stat().st_size} bytes)")
     return 0
 
