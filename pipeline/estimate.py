@@ -1,5 +1,5 @@
 """What a candidate model costs on a board, in well under a second, without training or
-converting it: int8 model bytes, TFLM arena, instructions and latency.
+converting it: int8 model bytes and TFLM arena (latency: pipeline/latency.py on its graph).
 
 The op graph comes from tracing the PyTorch model (pipeline/opgraph.py: the same ops, shapes
 and order as the converter writes). From it:
@@ -18,7 +18,7 @@ and order as the converter writes). From it:
   kernel's OpData and its per-channel multiplier and shift arrays, every allocation rounded
   to 16 bytes (sizes of the 64-bit host build, where the build measures), plus builtin
   options and bookkeeping fitted per op kind (`OP_OTHER`).
-- **instructions and latency**: the cost model of pipeline/latency.py.
+- **latency** is pipeline/latency.py's cost model, on the same graph (`Estimate.graph`).
 """
 
 from __future__ import annotations
@@ -85,7 +85,6 @@ class Estimate:
     arena_tail: int
     arena_bytes: int  # as the host runtime would measure it
     arena_linked: int  # kTensorArenaSize: arena_bytes plus the build's margin
-    instructions: dict[str, int] = field(default_factory=dict)  # "isa/kernels" -> count
     graph: OpGraph | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -122,8 +121,8 @@ def arena_parts(graph: OpGraph) -> tuple[int, int]:
     return head, tail
 
 
-def estimate(c: Candidate, margin: float = 0.10, kernels: tuple[tuple[str, str], ...] = ()) -> Estimate:
-    """Everything but latency, which needs a core and a clock (`latency_ms`)."""
+def estimate(c: Candidate, margin: float = 0.10) -> Estimate:
+    """Bytes and arena; latency needs a core, a clock and kernels: pipeline.latency on `graph`."""
     import torch
 
     from .microcode import arena_with_margin
@@ -137,10 +136,6 @@ def estimate(c: Candidate, margin: float = 0.10, kernels: tuple[tuple[str, str],
     head, tail = arena_parts(graph)
     est = Estimate(c, count_params(model), graph.macs, len(graph.ops), graph.tensors, model_bytes(graph),
                    head, tail, head + tail, arena_with_margin(head + tail, margin), graph=graph)
-    if kernels:
-        from .latency import estimate_instructions
-
-        est.instructions = {f"{isa}/{k}": estimate_instructions(graph, isa, k) for isa, k in kernels}
     return est
 
 

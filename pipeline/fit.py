@@ -58,7 +58,7 @@ class Row:
         return {"name": c.name, "arch": c.arch, "width": c.width, "resolution": c.resolution, "color": c.color,
                 "params": self.est.params, "macs": self.est.macs, "model_bytes": self.est.model_bytes,
                 "arena_bytes": self.est.arena_linked, "ram_bytes": self.ram, "flash_bytes": self.flash,
-                "latency_ms": round(self.latency_ms, 2), "instructions": self.est.instructions,
+                "latency_ms": round(self.latency_ms, 2),
                 "dropped": self.dropped or None, "proxy": self.proxy or None, "pareto": self.pareto,
                 "chosen": self.chosen}
 
