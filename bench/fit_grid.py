@@ -38,8 +38,7 @@ def cmd_list(a: argparse.Namespace) -> None:
                 for col in COLORS:
                     c = Candidate(arch, w, r, col, a.classes)
                     e = estimate(c)
-                    fits = [b.name for b in boards
-                            if e.arena_linked <= b.arena_ram_bytes and e.model_bytes <= b.model_flash_bytes]
+                    fits = [b.name for b in boards if not b.over_budget(e.arena_linked, e.model_bytes)]
                     if fits:
                         rows.append({"arch": arch, "width": w, "resolution": r, "color": col, "name": c.name,
                                      "macs": e.macs, "boards": fits})
@@ -131,11 +130,8 @@ def cmd_int8(a: argparse.Namespace) -> None:
             results[name]["int8_test_top1"] = conv["int8"]["top1"]
             results[name]["tflite_bytes"] = conv["tflite_bytes"]
         except GateError as exc:  # a build would fine-tune with QAT next; the grid reports the PTQ figure
-            import re
-
             results[name]["int8_gate"] = str(exc)
-            found = re.search(r"int8 top-1 ([\d.]+)%", str(exc))
-            results[name]["int8_test_top1"] = float(found.group(1)) if found else None
+            results[name]["int8_test_top1"] = exc.measured.get("int8_top1")
         print(f"{name}: float {results[name]['float_test_top1']} int8 {results[name].get('int8_test_top1')} "
               f"({time.time() - t0:.0f}s)", flush=True)
         (out / "grid_results.json").write_text(json.dumps(list(results.values()), indent=1))

@@ -124,6 +124,16 @@ class BoardProfile:
         arena may be placed there (arena_in_psram = true)."""
         return self.model_ram_bytes + (self.psram_bytes if self.arena_in_psram else 0)
 
+    def over_budget(self, arena: int, model: int) -> list[str]:
+        """Why a model whose linked arena and C array have these sizes does not fit the board
+        (empty when it fits): the one fit rule `fit`, `estimate` and the report share."""
+        why = []
+        if arena > self.arena_ram_bytes:
+            why.append(f"arena {arena:,} B > {self.arena_ram_bytes:,} B")
+        if model > self.model_flash_bytes:
+            why.append(f"model {model:,} B > {self.model_flash_bytes:,} B")
+        return why
+
     @property
     def target_arch(self) -> str:
         """TFLM's TARGET_ARCH for the core ("" for Xtensa: no bare-metal build here)."""

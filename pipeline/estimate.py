@@ -233,7 +233,7 @@ def run_estimate(args: Any) -> int:
         board = load_board(args.board)
         assert est.graph is not None
         ms = estimate_latency_ms(est.graph, board.core, board.clock_mhz, board.kernels)
-        fits = est.arena_linked <= board.arena_ram_bytes and est.model_bytes <= board.model_flash_bytes
+        fits = not board.over_budget(est.arena_linked, est.model_bytes)
         print(f"  on {board.name} ({board.core}, {board.clock_mhz:g} MHz, {board.kernels}): ~{ms:,.1f} ms; "
               f"{'fits' if fits else 'does NOT fit'}: arena {est.arena_linked:,} of {board.arena_ram_bytes:,} B, "
               f"model {est.model_bytes:,} of {board.model_flash_bytes:,} B")

@@ -96,11 +96,7 @@ def board_rows(cands: list[Candidate], board: Any, max_latency_ms: float | None,
         assert est.graph is not None
         lat = estimate_latency_ms(est.graph, board.core, board.clock_mhz, board.kernels)
         ram, flash = est.arena_linked, est.model_bytes
-        why = []
-        if ram > board.arena_ram_bytes:
-            why.append(f"arena {ram:,} B > {board.arena_ram_bytes:,} B")
-        if flash > board.model_flash_bytes:
-            why.append(f"model {flash:,} B > {board.model_flash_bytes:,} B")
+        why = board.over_budget(ram, flash)
         if max_latency_ms is not None and lat > max_latency_ms:
             why.append(f"latency {lat:,.0f} ms > {max_latency_ms:g} ms")
         rows.append(Row(c, est, ram, flash, lat, "; ".join(why)))
@@ -110,7 +106,7 @@ def board_rows(cands: list[Candidate], board: Any, max_latency_ms: float | None,
 def nothing_fits(rows: list[Row], board: Any) -> str:
     small_ram = min(rows, key=lambda r: r.ram)
     small_flash = min(rows, key=lambda r: r.flash)
-    over = small_ram.ram > board.arena_ram_bytes or small_flash.flash > board.model_flash_bytes
+    over = bool(board.over_budget(small_ram.ram, small_flash.flash))
     return (f"no candidate fits {board.name}: the smallest needs {small_ram.ram:,} B of RAM for its arena "
             f"({small_ram.candidate.name}; {board.arena_ram_bytes:,} B available after the firmware's own) and "
             f"{small_flash.flash:,} B of flash for the model ({small_flash.candidate.name}; "

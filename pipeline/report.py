@@ -139,7 +139,7 @@ def _board_facts(cfg: BuildConfig, micro: dict[str, Any], tflite: Path) -> dict[
         "model_ram_bytes": b.arena_ram_bytes, "model_flash_bytes": b.model_flash_bytes,
         "arena_bytes": arena, "model_bytes": model,
         "ram_headroom_bytes": b.arena_ram_bytes - arena, "flash_headroom_bytes": b.model_flash_bytes - model,
-        "fits": arena <= b.arena_ram_bytes and model <= b.model_flash_bytes,
+        "fits": not b.over_budget(arena, model),
         "latency_ms_estimated": round(estimate_latency_ms(from_tflite(tflite.read_bytes()), b.core, b.clock_mhz,
                                                           b.kernels), 2),
         "overhead_source": b.overhead_source,
