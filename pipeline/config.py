@@ -56,6 +56,9 @@ class BuildConfig:
     weight_decay: float = opt(5e-5, TRAIN)
     label_smoothing: float = opt(0.1, TRAIN)
     val_fraction: float = opt(0.1, TRAIN)
+    # which share of the training images is held out for validation: fold k is the k-th
+    # val_fraction of one shuffle (0, the default, the first); fit validates its proxies on several
+    val_fold: int = opt(0, TRAIN)
     patience: int = opt(10, TRAIN)  # early stopping: epochs without a validation score as good as the best
     # which epoch's weights are kept: "within_se", the latest whose validation top-1 is within
     # one standard error of the best so far (scores closer than that are noise on a small
@@ -159,6 +162,8 @@ class BuildConfig:
             ("weight_decay", finite(self.weight_decay) and 0 <= self.weight_decay < 1, "in [0, 1)"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
             ("val_fraction", 0 <= self.val_fraction < 1, "in [0, 1)"),
+            ("val_fold", 0 <= self.val_fold and (self.val_fold + 1) * self.val_fraction <= 1 + 1e-9,
+             "0 or more, with (val_fold + 1) * val_fraction <= 1"),
             ("test_fraction", 0 < self.test_fraction < 1, "in (0, 1)"),
             ("max_bad_fraction", 0 <= self.max_bad_fraction <= 1, "in [0, 1]"),
             ("rotation", finite(self.rotation) and 0 <= self.rotation <= 180, "degrees in [0, 180]"),

@@ -265,17 +265,20 @@ def _stratified_split(files: dict[str, list[Path]], classes: list[str], fraction
 
 
 def stratified_indices(
-    labels: np.ndarray, fraction: float, seed: int, groups: list[str] | None = None
+    labels: np.ndarray, fraction: float, seed: int, groups: list[str] | None = None, fold: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into sorted (keep, held) with about `fraction` of each class held out,
     whole `groups` (copies of one photo, see `source_group`) on one side. Without groups,
-    or when every file is its own group, exactly `fraction` of each class (rounded)."""
-    keep, held = _split_indices(labels, fraction, seed, groups)
+    or when every file is its own group, exactly `fraction` of each class (rounded).
+    `fold` k holds out the k-th such share of one shuffle (fold 0 is the first): the folds
+    0 .. 1/fraction - 1 are disjoint, so trainings on several folds validate on different images."""
+    keep, held = _split_indices(labels, fraction, seed, groups, fold=fold)
     return np.sort(keep), np.sort(held)
 
 
 def _split_indices(
-    labels: np.ndarray, fraction: float, seed: int, groups: list[str] | None, at_least_one: bool = False
+    labels: np.ndarray, fraction: float, seed: int, groups: list[str] | None, at_least_one: bool = False,
+    fold: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(keep, held) in draw order, class by class."""
     rng = np.random.default_rng(seed)
@@ -290,9 +293,13 @@ def _split_indices(
         n = int(round(len(idx) * fraction)) if len(idx) > 1 else 0
         if at_least_one:
             n = max(1, n)
-        taken = 0
+        taken = skipped = 0
         for k in rng.permutation(len(members)):
             group = members[k]
+            if skipped < fold * n:  # held out by the folds before this one
+                keep.extend(group)
+                skipped += len(group)
+                continue
             # Hold a group out while short of n, but never the class's last training images
             # (a class of one image, or of one photo's copies, is held out whole, as before).
             if taken < n and (taken == 0 or len(idx) - taken - len(group) > 0):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ DEFAULT = Candidate("mobilenet_v1", 0.25, 96, "rgb")  # pipeline/config.py's def
 FIT_DIR = "fit"
 # what the sampler optimises: proxy accuracy, and optionally estimated latency and arena too
 OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "ram": "minimize"}
+# racing: a candidate stops (no more validation folds) once a rival on the same folds is ahead by
+# more than this many standard errors of the difference (about 2.8 points at 92% on 189 images)
+RACE_Z = 1.0
 
 
 @dataclass
@@ -145,26 +149,63 @@ def pretrained_for(c: Candidate, spec: str) -> str:
     return str(path) if path.is_file() and path.name in files else "none"
 
 
-def proxy_train(row: Row, args: argparse.Namespace, trial_dir: Path) -> dict[str, Any]:
-    """A short training of the candidate on the user's data; its best validation top-1."""
+def proxy_fold(row: Row, args: argparse.Namespace, trial_dir: Path, fold: int, prepared: Any) -> dict[str, Any]:
+    """A short training of the candidate on the user's data, validated on fold `fold` of the
+    training images; a fold trained before (an interrupted search) is read back, not retrained."""
+    from .checkpoint import CHECKPOINT, load_checkpoint
     from .config import make_config
     from .train import train
 
     c = row.candidate
-    cfg = make_config(args.config, data=args.data, out=str(trial_dir), arch=c.arch, width=c.width,
+    cfg = make_config(args.config, data=args.data, out=str(trial_dir / f"fold{fold}"), arch=c.arch, width=c.width,
                       resolution=c.resolution, color=c.color, epochs=args.proxy_epochs, seed=args.seed,
-                      pretrained=pretrained_for(c, args.pretrained))
+                      pretrained=pretrained_for(c, args.pretrained), val_fold=fold)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    ckpt = train(cfg)
-    return {"val_acc": float(ckpt["best_val_acc"]), "epochs": args.proxy_epochs, "seconds": round(time.time() - t0, 1),
+    try:
+        ckpt = load_checkpoint(cfg.out_dir) if (cfg.out_dir / CHECKPOINT).is_file() else None
+    except PipelineError:  # cut off mid-write: train it again
+        ckpt = None
+    if ckpt is None or ckpt.get("config") != cfg.to_dict() or "best_val_acc" not in ckpt:
+        ckpt = train(cfg, prepared)
+    return {"val_acc": float(ckpt["best_val_acc"]), "seconds": round(time.time() - t0, 1),
             "weights_from": ckpt["weights_from"], "val_images": ckpt["dataset"]["val_images"]}
+
+
+def race_margin(accuracy: float, n: int) -> float:
+    """RACE_Z standard errors of the difference of two top-1 scores near `accuracy` (%), each
+    on `n` validation images: closer than this, two candidates are not told apart."""
+    p = min(max(accuracy / 100, 1 / max(n, 1)), 1 - 1 / max(n, 1))
+    return RACE_Z * 100 * math.sqrt(2 * p * (1 - p) / max(n, 1))
+
+
+def raced_out(row: Row, folds: list[float], n: int, rivals: list[tuple[Row, list[float]]],
+              objectives: list[str]) -> str:
+    """Why a candidate stops after len(folds) folds: a rival, validated on the same folds, is
+    ahead by more than the noise of n images, and (with latency or ram objectives) no slower
+    and no larger. Empty: it goes on."""
+    k = len(folds)
+    mean = sum(folds) / k
+    for rival, theirs in rivals:
+        if len(theirs) < k or rival is row:
+            continue
+        if ("latency" in objectives and rival.latency_ms > row.latency_ms) or ("ram" in objectives and rival.ram > row.ram):
+            continue
+        best = sum(theirs[:k]) / k
+        if mean < best - race_margin(best, n):
+            return (f"raced out after {k} of the validation folds: {mean:.2f}% against "
+                    f"{rival.candidate.name}'s {best:.2f}% on the same folds (more than {race_margin(best, n):.1f} "
+                    "points under)")
+    return ""
 
 
 def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name: str) -> None:
     import warnings
 
     import optuna
+
+    from .config import make_config
+    from .data import prepare, preprocess_spec
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -174,6 +215,8 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
     objectives = parse_list(args.objectives, str, "objectives")
     if objectives[0] != "accuracy" or any(o not in OBJECTIVES for o in objectives) or len(set(objectives)) < len(objectives):
         raise PipelineError(f"--objectives: accuracy first, then any of latency, ram (got '{args.objectives}')")
+    if args.folds < 1:
+        raise PipelineError(f"--folds {args.folds}: at least 1")
     try:
         study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, sampler=sampler,
                                     directions=[OBJECTIVES[o] for o in objectives])
@@ -185,9 +228,15 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
     ress = sorted({r.candidate.resolution for r in feasible.values()})
     colors = sorted({r.candidate.color for r in feasible.values()}, key=COLORS.index)
 
-    def done() -> dict[str, dict[str, Any]]:
+    def proxies(finished: bool) -> dict[str, dict[str, Any]]:
+        """Candidate -> proxy result of every trial that has one (finished: its folds are done
+        or it was raced out; else also those still running, whose folds so far are raced against)."""
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
         return {t.user_attrs["candidate"]: t.user_attrs["proxy"] for t in study.get_trials(deepcopy=False)
-                if t.state == optuna.trial.TrialState.COMPLETE and "proxy" in t.user_attrs}
+                if "proxy" in t.user_attrs and (t.state in states or not finished)}
+
+    def done() -> dict[str, dict[str, Any]]:
+        return proxies(finished=True)
 
     if not study.trials and DEFAULT.name in feasible:
         study.enqueue_trial({"arch": DEFAULT.arch, "width": DEFAULT.width, "resolution": DEFAULT.resolution,
@@ -205,11 +254,33 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
         if name in done():
             trial.set_user_attr("why", "already trained")
             raise optuna.TrialPruned()
+        c = row.candidate
         log(f"fit: trial {trial.number}: {name} (est. {row.latency_ms:,.0f} ms, {row.ram:,} B RAM), "
-            f"{args.proxy_epochs} epochs")
-        proxy = proxy_train(row, args, fit_dir / "trials" / name)
-        trial.set_user_attr("proxy", proxy)
-        log(f"fit: {name}: validation top-1 {proxy['val_acc']:.2f}% in {proxy['seconds']:.0f}s ({proxy['weights_from']})")
+            f"{args.proxy_epochs} epochs on each of up to {args.folds} validation folds")
+        # decoded once for all folds, cached on disk for every candidate of this resolution and colour
+        base = make_config(args.config, data=args.data, out=str(fit_dir), resolution=c.resolution, color=c.color,
+                           seed=args.seed)
+        prepared = prepare(base, preprocess_spec(base), large=True)
+        proxy: dict[str, Any] = {"val_acc": 0.0, "folds": [], "epochs": args.proxy_epochs, "seconds": 0.0,
+                                 "val_images": 0, "weights_from": "", "stopped": ""}
+        for fold in range(args.folds):
+            r = proxy_fold(row, args, fit_dir / "trials" / name, fold, prepared)
+            proxy["folds"].append(round(r["val_acc"], 2))
+            proxy["val_acc"] = round(sum(proxy["folds"]) / len(proxy["folds"]), 2)
+            proxy["seconds"] = round(proxy["seconds"] + r["seconds"], 1)
+            proxy["val_images"] += r["val_images"]
+            proxy["weights_from"] = r["weights_from"]
+            trial.set_user_attr("proxy", proxy)
+            log(f"fit: {name}: fold {fold}: validation top-1 {r['val_acc']:.2f}% (mean {proxy['val_acc']:.2f}% "
+                f"on {proxy['val_images']} images) in {r['seconds']:.0f}s ({r['weights_from']})")
+            if fold + 1 < args.folds:
+                rivals = [(feasible[n], p["folds"]) for n, p in proxies(finished=False).items() if n in feasible]
+                why = raced_out(row, proxy["folds"], proxy["val_images"], rivals, objectives)
+                if why:
+                    proxy["stopped"] = why
+                    trial.set_user_attr("proxy", proxy)
+                    log(f"fit: {name}: {why}")
+                    raise optuna.TrialPruned()
         values = {"accuracy": proxy["val_acc"], "latency": row.latency_ms, "ram": float(row.ram)}
         return values["accuracy"] if len(objectives) == 1 else tuple(values[o] for o in objectives)
 
@@ -236,13 +307,17 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
 
 
 def choose(rows: list[Row]) -> Row:
+    """The highest mean validation top-1 among the candidates validated on the most folds
+    (the others were raced out, or cut by the time budget); ties go to the faster, then the smaller."""
     tried = [r for r in rows if r.proxy]
     if not tried:
         raise PipelineError("no proxy training finished: raise --trials or --time-budget")
     pts = [(-r.proxy["val_acc"], r.latency_ms, float(r.ram)) for r in tried]
     for r, on in zip(tried, pareto_front(pts), strict=True):
         r.pareto = on
-    best = max(tried, key=lambda r: (r.proxy["val_acc"], -r.latency_ms, -r.ram))
+    most = max(len(r.proxy.get("folds", [0])) for r in tried)
+    finalists = [r for r in tried if len(r.proxy.get("folds", [0])) == most]
+    best = max(finalists, key=lambda r: (r.proxy["val_acc"], -r.latency_ms, -r.ram))
     best.chosen = True
     return best
 
@@ -254,7 +329,7 @@ def choose(rows: list[Row]) -> Row:
 def write_outputs(rows: list[Row], board: Any, args: argparse.Namespace, fit_dir: Path,
                   chosen: Row | None, extra: dict[str, Any]) -> None:
     doc = {"board": board_dict(board), "data": args.data, "max_latency_ms": args.max_latency_ms,
-           "proxy_epochs": args.proxy_epochs, "trials": args.trials, "time_budget_min": args.time_budget,
+           "proxy_epochs": args.proxy_epochs, "folds": args.folds, "trials": args.trials, "time_budget_min": args.time_budget,
            "chosen": chosen.candidate.name if chosen else None, **extra,
            "candidates": [r.to_dict() for r in rows]}
     atomic_write_text(fit_dir / "fit.json", json.dumps(doc, indent=1) + "\n")
@@ -278,24 +353,29 @@ def markdown(rows: list[Row], board: Any, args: argparse.Namespace, chosen: Row 
              f"{board.overhead_source}).",
              "", f"Data: `{args.data}`. {len(rows)} candidates, {len(fits)} fit"
              + (f" under {args.max_latency_ms:g} ms" if args.max_latency_ms else "")
-             + f"; {sum(1 for r in rows if r.proxy)} proxy trainings of {args.proxy_epochs} epochs"
+             + f"; {sum(1 for r in rows if r.proxy)} candidates proxy-trained ({args.proxy_epochs} epochs on each "
+             f"of up to {args.folds} validation folds, "
+             f"{sum(len(r.proxy.get('folds', [0])) for r in rows if r.proxy)} trainings)"
              + (f" in {extra['search_seconds'] / 60:.1f} min" if "search_seconds" in extra else "") + ".", ""]
     if chosen:
-        lines += [f"**Chosen: {chosen.candidate.name}** (validation top-1 {chosen.proxy['val_acc']:.2f}% after "
-                  f"{chosen.proxy['epochs']} epochs, est. {chosen.latency_ms:,.1f} ms, {chosen.ram:,} B RAM, "
+        lines += [f"**Chosen: {chosen.candidate.name}** (validation top-1 {chosen.proxy['val_acc']:.2f}%, the mean "
+                  f"of {len(chosen.proxy.get('folds', [0]))} folds after {chosen.proxy['epochs']} epochs each, est. {chosen.latency_ms:,.1f} ms, {chosen.ram:,} B RAM, "
                   f"{chosen.flash:,} B flash).", ""]
-    lines += ["| candidate | params | MACs | model (flash) B | arena (RAM) B | est. ms | proxy top-1 | Pareto | "
-              "dropped because |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines += ["| candidate | params | MACs | model (flash) B | arena (RAM) B | est. ms | proxy top-1 (folds) | Pareto | "
+              "dropped or stopped because |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     order = sorted(rows, key=lambda r: (bool(r.dropped), -(r.proxy or {}).get("val_acc", -1), r.latency_ms))
     for r in order:
-        acc = (f"{r.proxy['val_acc']:.2f} ({'ImageNet' if 'ImageNet' in r.proxy['weights_from'] else 'scratch'})"
-               if r.proxy else "")
+        acc = (f"{r.proxy['val_acc']:.2f} ({'/'.join(f'{f:.1f}' for f in r.proxy.get('folds', []))}; "
+               f"{'ImageNet' if 'ImageNet' in r.proxy['weights_from'] else 'scratch'})" if r.proxy else "")
         name = f"**{r.candidate.name}** (chosen)" if r.chosen else r.candidate.name
         lines.append(f"| {name} | {r.est.params:,} | {r.est.macs:,} | {r.flash:,} | {r.ram:,} "
                      f"| {r.latency_ms:,.1f} | {acc} | {'yes' if r.pareto else ''} "
-                     f"| {r.dropped} |")
+                     f"| {r.dropped or (r.proxy or {}).get('stopped', '')} |")
     lines += ["", "Estimates: pipeline/estimate.py (bytes, arena) and pipeline/latency.py (latency); proxy top-1 is "
-              "on the validation split of the training data after a short training, not the test set.", ""]
+              "the mean over validation folds (each another tenth of the training images, held out of that fold's "
+              "short training), never the test set. A candidate stops after a fold when a rival on the same folds "
+              f"is ahead by more than {RACE_Z:g} standard error of the difference; the choice is the best of those "
+              "validated on the most folds.", ""]
     return "\n".join(lines)
 
 
@@ -407,6 +487,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--trials", type=int, default=8, help="proxy trainings (default 8)")
     p.add_argument("--time-budget", type=float, help="minutes for the search; no new proxy training after it")
     p.add_argument("--proxy-epochs", type=int, default=5, help="epochs of each proxy training (default 5)")
+    p.add_argument("--folds", type=int, default=3,
+                   help="validation folds per candidate (default 3): each a proxy training validated on another "
+                        "tenth of the training images; a candidate clearly behind a rival after a fold stops there")
     p.add_argument("--objectives", default="accuracy",
                    help="what the sampler optimises: accuracy (default: TPE goes for the most accurate model that "
                         "fits), or accuracy,latency[,ram] (multi-objective TPE: explores the trade-off front)")

@@ -129,7 +129,8 @@ def _start(cfg: BuildConfig, prepared: Prepared | None, rank: int, world: int) -
     if prepared is None:
         prepared = distributed.prepare_once(cfg, spec, rank, world)
     tr = prepared.train
-    keep, held = stratified_indices(tr.labels, cfg.val_fraction, cfg.seed, [source_group(p) for p in tr.paths])
+    keep, held = stratified_indices(tr.labels, cfg.val_fraction, cfg.seed, [source_group(p) for p in tr.paths],
+                                    fold=cfg.val_fold)
     if len(held) == 0:
         keep, held = np.arange(len(tr.labels)), np.arange(len(tr.labels))
     x_val, y_val = tr.images[held], tr.labels[held]  # validated as tested: at the model's size

@@ -88,6 +88,20 @@ def test_exported_copies_of_one_photo_stay_on_one_side_of_a_split(tmp_path: Path
     assert np.array_equal(np.sort(np.concatenate([keep, held])), np.arange(72))
 
 
+def test_validation_folds_are_disjoint_whole_photos_and_fold_0_is_the_default_split() -> None:
+    labels = np.repeat(np.arange(3), 100)
+    groups = [f"{c}/{i // 2}" for c in range(3) for i in range(100)]  # every photo twice
+    default = stratified_indices(labels, 0.1, 7, groups)
+    folds = [stratified_indices(labels, 0.1, 7, groups, fold=k) for k in range(10)]
+    assert all(np.array_equal(a, b) for a, b in zip(default, folds[0], strict=True))
+    held = [set(h.tolist()) for _, h in folds]
+    for k, (keep, h) in enumerate(folds):
+        assert np.bincount(labels[h], minlength=3).tolist() == [10, 10, 10]
+        assert not {groups[i] for i in keep} & {groups[i] for i in h}
+        assert all(not held[k] & held[j] for j in range(k))
+    assert set().union(*held) == set(range(300))  # ten folds of a tenth: every image validated once
+
+
 def test_test_split_missing_a_class_is_noted(tmp_path: Path) -> None:
     make_folder(tmp_path / "train", {"a": 6, "b": 6})
     make_folder(tmp_path / "test", {"a": 2})

@@ -10,7 +10,7 @@ import pytest
 from helpers import run_pipeline
 
 from pipeline.estimate import Candidate, compare, estimate
-from pipeline.fit import pareto_front
+from pipeline.fit import Row, pareto_front, race_margin, raced_out
 from pipeline.opgraph import from_tflite
 
 # Two small candidates between them hold every op kind the four archs make (CONV_2D,
@@ -63,6 +63,27 @@ def test_pareto_front_keeps_exactly_the_non_dominated_points() -> None:
     assert pareto_front([]) == []
 
 
+def _row(name: str, latency_ms: float, ram: int) -> Row:
+    c = Candidate("mobilenet_v1", 0.25, 96)
+    return Row(candidate=c, est=None, ram=ram, flash=0, latency_ms=latency_ms)  # type: ignore[arg-type]
+
+
+def test_racing_stops_a_candidate_only_when_a_rival_is_ahead_by_more_than_the_noise() -> None:
+    # one standard error of the difference of two scores near 92% on 189 images: about 2.8 points
+    assert 2.5 < race_margin(92.0, 189) < 3.1
+    assert race_margin(92.0, 3 * 189) < race_margin(92.0, 189)  # more folds, narrower
+    assert race_margin(100.0, 189) > 0  # a perfect rival still leaves room for noise
+    me, fast, slow = _row("me", 100, 1000), _row("fast", 50, 500), _row("slow", 400, 4000)
+    # single objective: any rival ahead on the same folds by more than the margin stops it
+    assert raced_out(me, [85.0], 189, [(fast, [95.0, 96.0])], ["accuracy"]).startswith("raced out after 1")
+    assert raced_out(me, [93.0], 189, [(fast, [95.0])], ["accuracy"]) == ""  # within the noise
+    assert raced_out(me, [80.0, 96.0], 378, [(fast, [95.0])], ["accuracy"]) == ""  # the rival has fewer folds
+    assert raced_out(me, [85.0], 189, [(me, [95.0])], ["accuracy"]) == ""  # never raced against itself
+    # multi-objective: only a rival at least as fast and as small can stop it
+    assert raced_out(me, [85.0], 189, [(slow, [95.0])], ["accuracy", "latency"]) == ""
+    assert raced_out(me, [85.0], 189, [(fast, [95.0])], ["accuracy", "latency", "ram"]) != ""
+
+
 def test_nothing_fits_says_so_with_numbers_and_exits_2_before_training(tmp_path: Path) -> None:
     from pipeline.data import generate_default
 
@@ -88,7 +109,7 @@ def test_fit_end_to_end_on_a_tiny_grid_resumes_and_builds_the_winner(tmp_path: P
     config.write_text(json.dumps({"epochs": 2, "calibration_images": 20, "pretrained": "none",
                                   "int8_max_drop": 100.0, "tflm_min_agreement": 0.0, "tflm_max_lsb": 255}))
     grid = ["--archs", "mobilenet_v1,mobilenet_v3_small", "--widths", "0.25", "--resolutions", "32,64",
-            "--colors", "rgb", "--proxy-epochs", "1", "--config", str(config)]
+            "--colors", "rgb", "--proxy-epochs", "1", "--folds", "2", "--config", str(config)]
     # a budget that drops the largest arena (V3-Small at 64 px) on RAM: 3 candidates fit, one does not
     big = Candidate("mobilenet_v3_small", 0.25, 64)
     arenas = {c: estimate(c).arena_linked for c in (Candidate(a, 0.25, r) for a in ("mobilenet_v1", "mobilenet_v3_small")
@@ -109,9 +130,15 @@ def test_fit_end_to_end_on_a_tiny_grid_resumes_and_builds_the_winner(tmp_path: P
     fit = json.loads((out / "fit" / "fit.json").read_text())
     tried = [c for c in fit["candidates"] if c["proxy"]]
     assert len(tried) == 2 and not any(c["dropped"] for c in tried)
+    for c in tried:  # each fold a proxy training of its own, validated on other images
+        folds = c["proxy"]["folds"]
+        assert len(folds) == 2 or (len(folds) == 1 and c["proxy"]["stopped"].startswith("raced out"))
+        assert c["proxy"]["val_acc"] == round(sum(folds) / len(folds), 2)
+        assert len(list((out / "fit" / "trials" / c["name"]).glob("fold*/model.pt"))) == len(folds)
     chosen = [c for c in fit["candidates"] if c["chosen"]]
     assert len(chosen) == 1 and chosen[0]["name"] == fit["chosen"]
-    assert chosen[0]["proxy"]["val_acc"] == max(c["proxy"]["val_acc"] for c in tried)
+    finalists = [c for c in tried if len(c["proxy"]["folds"]) == 2]
+    assert finalists and chosen[0]["proxy"]["val_acc"] == max(c["proxy"]["val_acc"] for c in finalists)
     assert any(c["pareto"] for c in tried)
     assert (out / "fit" / "pareto.png").stat().st_size > 1000
     md = (out / "fit" / "fit.md").read_text()
