@@ -7,11 +7,14 @@
    one line with the numbers of the smallest candidate, exit 2, before any training.
 2. What is left is searched with Optuna (TPE: maximise validation top-1 of a short proxy
    training; `--objectives accuracy,latency,ram` makes it multi-objective, minimising the
-   estimated latency and arena too), one proxy training per trial, on the
-   user's data; the default model is tried first when it fits. The study lives in an RDB
+   estimated latency and arena too). A trial is one candidate: short proxy trainings on the
+   user's data, each validated on another tenth of the training images (--folds, default 3),
+   raced: after each fold the candidate stops when a rival on the same folds is ahead by more
+   than the noise of that many validation images. The default model is tried first when it fits. The study lives in an RDB
    storage (SQLite in OUT/fit/study.db by default): an interrupted search resumes where it
    stopped, and several machines share one search by pointing --storage at one database.
-3. The winner (highest proxy accuracy; ties go to the faster model) is built in full into
+3. The winner (highest mean proxy accuracy among the candidates validated on the most folds;
+   ties go to the faster model) is built in full into
    OUT, so `make firmware BOARD=NAME` right after embeds it; OUT/fit/fit.json, fit.md and
    pareto.png list every candidate and the choice.
 """
@@ -149,9 +152,11 @@ def pretrained_for(c: Candidate, spec: str) -> str:
     return str(path) if path.is_file() and path.name in files else "none"
 
 
-def proxy_fold(row: Row, args: argparse.Namespace, trial_dir: Path, fold: int, prepared: Any) -> dict[str, Any]:
+def proxy_fold(row: Row, args: argparse.Namespace, trial_dir: Path, fold: int, prepared: Any,
+               stop: Any = None) -> dict[str, Any]:
     """A short training of the candidate on the user's data, validated on fold `fold` of the
-    training images; a fold trained before (an interrupted search) is read back, not retrained."""
+    training images (`stop`: see train.train); a fold trained before (an interrupted search) is
+    read back, not retrained."""
     from .checkpoint import CHECKPOINT, load_checkpoint
     from .config import make_config
     from .train import train
@@ -167,9 +172,10 @@ def proxy_fold(row: Row, args: argparse.Namespace, trial_dir: Path, fold: int, p
     except PipelineError:  # cut off mid-write: train it again
         ckpt = None
     if ckpt is None or ckpt.get("config") != cfg.to_dict() or "best_val_acc" not in ckpt:
-        ckpt = train(cfg, prepared)
+        ckpt = train(cfg, prepared, stop=stop)
     return {"val_acc": float(ckpt["best_val_acc"]), "seconds": round(time.time() - t0, 1),
-            "weights_from": ckpt["weights_from"], "val_images": ckpt["dataset"]["val_images"]}
+            "weights_from": ckpt["weights_from"], "val_images": ckpt["dataset"]["val_images"],
+            "curve": [round(h["val_acc"], 2) for h in ckpt["history"]], "stopped": ckpt.get("stopped", "")}
 
 
 def race_margin(accuracy: float, n: int) -> float:
@@ -179,23 +185,18 @@ def race_margin(accuracy: float, n: int) -> float:
     return RACE_Z * 100 * math.sqrt(2 * p * (1 - p) / max(n, 1))
 
 
-def raced_out(row: Row, folds: list[float], n: int, rivals: list[tuple[Row, list[float]]],
-              objectives: list[str]) -> str:
-    """Why a candidate stops after len(folds) folds: a rival, validated on the same folds, is
-    ahead by more than the noise of n images, and (with latency or ram objectives) no slower
-    and no larger. Empty: it goes on."""
-    k = len(folds)
-    mean = sum(folds) / k
+def raced_out(row: Row, score: float, n: int, rivals: list[tuple[Row, float]], objectives: list[str]) -> str:
+    """Why a candidate stops: a rival, scored on the same validation images (n of them), is
+    ahead by more than their noise and (with latency or ram objectives) is no slower and no
+    larger. Empty: it goes on."""
     for rival, theirs in rivals:
-        if len(theirs) < k or rival is row:
+        if rival is row:
             continue
         if ("latency" in objectives and rival.latency_ms > row.latency_ms) or ("ram" in objectives and rival.ram > row.ram):
             continue
-        best = sum(theirs[:k]) / k
-        if mean < best - race_margin(best, n):
-            return (f"raced out after {k} of the validation folds: {mean:.2f}% against "
-                    f"{rival.candidate.name}'s {best:.2f}% on the same folds (more than {race_margin(best, n):.1f} "
-                    "points under)")
+        if score < theirs - race_margin(theirs, n):
+            return (f"{score:.2f}% against {rival.candidate.name}'s {theirs:.2f}% on the same validation images "
+                    f"(more than {race_margin(theirs, n):.1f} points under)")
     return ""
 
 
@@ -211,7 +212,7 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     feasible = {r.candidate.name: r for r in rows if not r.dropped}
     storage = args.storage or f"sqlite:///{(fit_dir / 'study.db').resolve()}"
-    sampler = optuna.samplers.TPESampler(seed=args.seed, multivariate=True, n_startup_trials=3)
+    sampler = optuna.samplers.TPESampler(seed=args.seed, multivariate=True, group=True, n_startup_trials=3)
     objectives = parse_list(args.objectives, str, "objectives")
     if objectives[0] != "accuracy" or any(o not in OBJECTIVES for o in objectives) or len(set(objectives)) < len(objectives):
         raise PipelineError(f"--objectives: accuracy first, then any of latency, ram (got '{args.objectives}')")
@@ -223,10 +224,25 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
     except ValueError as exc:  # the stored study has other directions
         raise PipelineError(f"study '{study_name}' in {storage} was searched with other --objectives ({exc}); "
                             "give the same --objectives, or a new --study-name") from None
-    archs = sorted({r.candidate.arch for r in feasible.values()}, key=ARCHS.index)
-    widths = sorted({r.candidate.width for r in feasible.values()})
-    ress = sorted({r.candidate.resolution for r in feasible.values()})
-    colors = sorted({r.candidate.color for r in feasible.values()}, key=COLORS.index)
+    # The space is conditional on where a candidate's weights start: "imagenet" (a backbone
+    # exists for its arch and width) or "scratch". On small data the two differ by tens of
+    # points, and the few backbone candidates are a small corner of arch x width: as the first
+    # choice, TPE learns which start wins after a trial or two of each, instead of spending
+    # the budget on the many candidates of the losing one.
+    start = {n: ("imagenet" if pretrained_for(r.candidate, args.pretrained) != "none" else "scratch")
+             for n, r in feasible.items()}
+    space: dict[str, dict[str, list[Any]]] = {}
+    for s in sorted(set(start.values())):
+        mine = [r.candidate for n, r in feasible.items() if start[n] == s]
+        space[s] = {"arch": sorted({c.arch for c in mine}, key=ARCHS.index),
+                    "width": sorted({c.width for c in mine}),
+                    "resolution": sorted({c.resolution for c in mine}),
+                    "color": sorted({c.color for c in mine}, key=COLORS.index)}
+
+    def params(c: Candidate) -> dict[str, Any]:
+        s = start[c.name]
+        return {"start": s, f"{s}:arch": c.arch, f"{s}:width": c.width, f"{s}:resolution": c.resolution,
+                f"{s}:color": c.color}
 
     def proxies(finished: bool) -> dict[str, dict[str, Any]]:
         """Candidate -> proxy result of every trial that has one (finished: its folds are done
@@ -239,17 +255,20 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
         return proxies(finished=True)
 
     if not study.trials and DEFAULT.name in feasible:
-        study.enqueue_trial({"arch": DEFAULT.arch, "width": DEFAULT.width, "resolution": DEFAULT.resolution,
-                             "color": DEFAULT.color})
+        study.enqueue_trial(params(feasible[DEFAULT.name].candidate))
 
     def objective(trial: optuna.Trial) -> float | tuple[float, ...]:
-        name = Candidate(trial.suggest_categorical("arch", archs), trial.suggest_categorical("width", widths),
-                         trial.suggest_categorical("resolution", ress), trial.suggest_categorical("color", colors),
+        s = trial.suggest_categorical("start", sorted(space))
+        name = Candidate(*(trial.suggest_categorical(f"{s}:{k}", space[s][k]) for k in ("arch", "width", "resolution",
+                                                                                        "color")),
                          rows[0].candidate.classes).name
         trial.set_user_attr("candidate", name)
         row = feasible.get(name)
         if row is None:
             trial.set_user_attr("why", "does not fit the board")
+            raise optuna.TrialPruned()
+        if start[name] != s:  # e.g. arch and width of two scratch candidates that make a backbone one
+            trial.set_user_attr("why", f"not a candidate starting from {s}")
             raise optuna.TrialPruned()
         if name in done():
             trial.set_user_attr("why", "already trained")
@@ -263,8 +282,24 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
         prepared = prepare(base, preprocess_spec(base), large=True)
         proxy: dict[str, Any] = {"val_acc": 0.0, "folds": [], "epochs": args.proxy_epochs, "seconds": 0.0,
                                  "val_images": 0, "weights_from": "", "stopped": ""}
+        def others() -> list[tuple[Row, dict[str, Any]]]:
+            return [(feasible[n], p) for n, p in proxies(finished=False).items() if n in feasible]
+
+        def early(epoch: int, val_acc: float) -> str:
+            """Racing within the first fold, from its second epoch: against the rivals' first folds
+            at the same epoch."""
+            if epoch < 2:
+                return ""
+            rivals = [(r, p["curve"][epoch - 1]) for r, p in others() if len(p.get("curve", [])) >= epoch]
+            why = raced_out(row, val_acc, n_val, rivals, objectives)
+            return f"raced out at epoch {epoch} of the first fold: {why}" if why else ""
+
+        n_val = 0
         for fold in range(args.folds):
-            r = proxy_fold(row, args, fit_dir / "trials" / name, fold, prepared)
+            r = proxy_fold(row, args, fit_dir / "trials" / name, fold, prepared, early if fold == 0 else None)
+            n_val = r["val_images"]
+            if fold == 0:
+                proxy["curve"] = r["curve"]
             proxy["folds"].append(round(r["val_acc"], 2))
             proxy["val_acc"] = round(sum(proxy["folds"]) / len(proxy["folds"]), 2)
             proxy["seconds"] = round(proxy["seconds"] + r["seconds"], 1)
@@ -273,14 +308,17 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
             trial.set_user_attr("proxy", proxy)
             log(f"fit: {name}: fold {fold}: validation top-1 {r['val_acc']:.2f}% (mean {proxy['val_acc']:.2f}% "
                 f"on {proxy['val_images']} images) in {r['seconds']:.0f}s ({r['weights_from']})")
-            if fold + 1 < args.folds:
-                rivals = [(feasible[n], p["folds"]) for n, p in proxies(finished=False).items() if n in feasible]
-                why = raced_out(row, proxy["folds"], proxy["val_images"], rivals, objectives)
-                if why:
-                    proxy["stopped"] = why
-                    trial.set_user_attr("proxy", proxy)
-                    log(f"fit: {name}: {why}")
-                    raise optuna.TrialPruned()
+            why = r["stopped"]
+            if not why and fold + 1 < args.folds:
+                k = len(proxy["folds"])
+                rivals = [(rv, sum(p["folds"][:k]) / k) for rv, p in others() if len(p["folds"]) >= k]
+                why = raced_out(row, proxy["val_acc"], proxy["val_images"], rivals, objectives)
+                why = f"raced out after {k} of the validation folds: {why}" if why else ""
+            if why:
+                proxy["stopped"] = why
+                trial.set_user_attr("proxy", proxy)
+                log(f"fit: {name}: {why}")
+                raise optuna.TrialPruned()
         values = {"accuracy": proxy["val_acc"], "latency": row.latency_ms, "ram": float(row.ram)}
         return values["accuracy"] if len(objectives) == 1 else tuple(values[o] for o in objectives)
 
@@ -296,8 +334,7 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
         if attempts > 200 * max(args.trials, 1):  # the sampler keeps proposing what is done or does not fit
             untried = [n for n in feasible if n not in trained]
             row = min((feasible[n] for n in untried), key=lambda r: r.latency_ms)
-            study.enqueue_trial({"arch": row.candidate.arch, "width": row.candidate.width,
-                                 "resolution": row.candidate.resolution, "color": row.candidate.color})
+            study.enqueue_trial(params(row.candidate))
             attempts = 0
         study.optimize(objective, n_trials=1, catch=())
         attempts += 1

@@ -163,6 +163,9 @@ class Loop:
                                                            "state": None})
     start_epoch: int = 0
     t0: float = 0.0
+    # asked after each epoch with (epoch, validation top-1): a reason to stop now, or "" (fit's racing)
+    stop: Callable[[int, float], str] | None = None
+    stopped: str = ""
 
     @property
     def global_batch(self) -> int:
@@ -299,6 +302,12 @@ def fit(loop: Loop) -> Loop:
                   "opt": loop.opt.state_dict(), "sched": loop.sched.state_dict(), "history": loop.history,
                   "best": loop.best, "epoch": epoch,
                   "average": None if loop.average is None else loop.average.model.state_dict()})
+        why = loop.stop(epoch + 1, val_acc) if loop.stop is not None and loop.rank == 0 else ""
+        if distributed.agree(bool(why), loop.world):
+            loop.stopped = why or "stopped on rank 0"
+            if loop.rank == 0:
+                log(f"stopped after epoch {epoch + 1}: {why}")
+            break
         if distributed.agree(bad_epochs >= cfg.patience, loop.world):  # rank 0 decides
             if loop.rank == 0:
                 log(f"early stop: no validation score as good as the best for {cfg.patience} epochs")
@@ -313,8 +322,10 @@ def _finish(loop: Loop, ckpt: dict[str, Any]) -> dict[str, Any]:
     return ckpt
 
 
-def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
-    """Train and write model.pt (the kept epoch's weights). Returns the checkpoint."""
+def train(cfg: BuildConfig, prepared: Prepared | None = None,
+          stop: Callable[[int, float], str] | None = None) -> dict[str, Any]:
+    """Train and write model.pt (the kept epoch's weights). Returns the checkpoint. `stop`, asked
+    after each epoch with (epoch, validation top-1), ends the training early when it gives a reason."""
     rank, world = distributed.dist_info()
     device, split = _start(cfg, prepared, rank, world)
     ds, tr = split.prepared.dataset, split.prepared.train
@@ -325,7 +336,9 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
         source = _load_pretrained(model, cfg)
     lr = cfg.lr or (LR_PRETRAINED if source != "scratch" else LR_SCRATCH)
     log(f"training {cfg.epochs} epochs at peak learning rate {lr:g}")
-    loop = fit(make_loop(cfg, model, device, split, rank, world, cfg.epochs, lr, qat=False))
+    loop = make_loop(cfg, model, device, split, rank, world, cfg.epochs, lr, qat=False)
+    loop.stop = stop
+    loop = fit(loop)
     return _finish(loop, {
         "state_dict": loop.best["state"],
         "config": cfg.to_dict(),
@@ -335,6 +348,7 @@ def train(cfg: BuildConfig, prepared: Prepared | None = None) -> dict[str, Any]:
         "history": loop.history,
         "best_epoch": loop.best["epoch"],
         "best_val_acc": loop.best["val_acc"],
+        "stopped": loop.stopped,
         "weights_from": source,
         "train_lr": lr,
         "dataset": {
