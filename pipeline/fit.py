@@ -285,7 +285,7 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
         def others() -> list[tuple[Row, dict[str, Any]]]:
             return [(feasible[n], p) for n, p in proxies(finished=False).items() if n in feasible]
 
-        def early(epoch: int, val_acc: float) -> str:
+        def early(epoch: int, val_acc: float, n_val: int) -> str:
             """Racing within the first fold, from its second epoch: against the rivals' first folds
             at the same epoch."""
             if epoch < 2:
@@ -294,10 +294,8 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
             why = raced_out(row, val_acc, n_val, rivals, objectives)
             return f"raced out at epoch {epoch} of the first fold: {why}" if why else ""
 
-        n_val = 0
         for fold in range(args.folds):
             r = proxy_fold(row, args, fit_dir / "trials" / name, fold, prepared, early if fold == 0 else None)
-            n_val = r["val_images"]
             if fold == 0:
                 proxy["curve"] = r["curve"]
             proxy["folds"].append(round(r["val_acc"], 2))

@@ -163,8 +163,9 @@ class Loop:
                                                            "state": None})
     start_epoch: int = 0
     t0: float = 0.0
-    # asked after each epoch with (epoch, validation top-1): a reason to stop now, or "" (fit's racing)
-    stop: Callable[[int, float], str] | None = None
+    # asked after each epoch with (epoch, validation top-1, validation images): a reason to stop
+    # now, or "" (fit's racing)
+    stop: Callable[[int, float, int], str] | None = None
     stopped: str = ""
 
     @property
@@ -302,7 +303,7 @@ def fit(loop: Loop) -> Loop:
                   "opt": loop.opt.state_dict(), "sched": loop.sched.state_dict(), "history": loop.history,
                   "best": loop.best, "epoch": epoch,
                   "average": None if loop.average is None else loop.average.model.state_dict()})
-        why = loop.stop(epoch + 1, val_acc) if loop.stop is not None and loop.rank == 0 else ""
+        why = loop.stop(epoch + 1, val_acc, len(loop.split.y_val)) if loop.stop is not None and loop.rank == 0 else ""
         if distributed.agree(bool(why), loop.world):
             loop.stopped = why or "stopped on rank 0"
             if loop.rank == 0:
@@ -323,9 +324,9 @@ def _finish(loop: Loop, ckpt: dict[str, Any]) -> dict[str, Any]:
 
 
 def train(cfg: BuildConfig, prepared: Prepared | None = None,
-          stop: Callable[[int, float], str] | None = None) -> dict[str, Any]:
+          stop: Callable[[int, float, int], str] | None = None) -> dict[str, Any]:
     """Train and write model.pt (the kept epoch's weights). Returns the checkpoint. `stop`, asked
-    after each epoch with (epoch, validation top-1), ends the training early when it gives a reason."""
+    after each epoch with (epoch, validation top-1, validation images), ends the training early when it gives a reason."""
     rank, world = distributed.dist_info()
     device, split = _start(cfg, prepared, rank, world)
     ds, tr = split.prepared.dataset, split.prepared.train

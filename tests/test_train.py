@@ -184,3 +184,24 @@ def test_float_training_and_qat_run_the_same_loop_and_resume(tmp_path: Path, mon
     q = t.train_qat(cfg, _tiny_prepared(), whole)
     assert q["qat"]["epochs"] == 1 and len(q["qat"]["history"]) == 1 and q["labels"] == ["bright", "dark"]
     assert calls == [False, False, False, True]
+
+
+def test_a_stop_callback_ends_training_after_the_epoch_it_names(tmp_path: Path) -> None:
+    """fit's racing: asked after every epoch with its validation top-1; a reason stops the run."""
+    from pipeline import train as t
+    from pipeline.config import BuildConfig
+
+    asked: list[tuple[int, float]] = []
+
+    def stop(epoch: int, val_acc: float, n_val: int) -> str:
+        assert n_val > 0
+        asked.append((epoch, val_acc))
+        return "a rival is ahead" if epoch == 2 else ""
+
+    cfg = BuildConfig(out=str(tmp_path), resolution=32, epochs=4, batch_size=8, pretrained="none", patience=5,
+                      val_fraction=0.25)
+    ckpt = t.train(cfg, _tiny_prepared(), stop=stop)
+    assert [e for e, _ in asked] == [1, 2]
+    assert [r["epoch"] for r in ckpt["history"]] == [1, 2] and ckpt["stopped"] == "a rival is ahead"
+    assert [r["val_acc"] for r in ckpt["history"]] == [v for _, v in asked]
+    assert t.train(cfg, _tiny_prepared())["stopped"] == ""  # without one, every epoch
