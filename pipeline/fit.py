@@ -41,9 +41,13 @@ DEFAULT = Candidate("mobilenet_v1", 0.25, 96, "rgb")  # pipeline/config.py's def
 FIT_DIR = "fit"
 # what the sampler optimises: proxy accuracy, and optionally estimated latency and arena too
 OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "ram": "minimize"}
-# racing: a candidate stops (no more validation folds) once a rival on the same folds is ahead by
-# more than this many standard errors of the difference (about 2.8 points at 92% on 189 images)
-RACE_Z = 1.0
+# Racing: a candidate stops once a rival on the same validation images is ahead by more than
+# this many standard errors of the difference of the two scores (one SE: about 2.8 points at
+# 92% on 189 images). After a fold, 2 (a candidate as good as its rival is stopped ~2% of the
+# time per comparison); within the first fold, where early epochs rank by learning speed more
+# than by final accuracy, 3: that stops the clear losers (from scratch, 40 points behind).
+RACE_Z = 2.0
+EARLY_RACE_Z = 3.0
 
 
 @dataclass
@@ -178,14 +182,15 @@ def proxy_fold(row: Row, args: argparse.Namespace, trial_dir: Path, fold: int, p
             "curve": [round(h["val_acc"], 2) for h in ckpt["history"]], "stopped": ckpt.get("stopped", "")}
 
 
-def race_margin(accuracy: float, n: int) -> float:
-    """RACE_Z standard errors of the difference of two top-1 scores near `accuracy` (%), each
-    on `n` validation images: closer than this, two candidates are not told apart."""
+def race_margin(accuracy: float, n: int, z: float = RACE_Z) -> float:
+    """z standard errors of the difference of two top-1 scores near `accuracy` (%), each on
+    `n` validation images: closer than this, two candidates are not told apart."""
     p = min(max(accuracy / 100, 1 / max(n, 1)), 1 - 1 / max(n, 1))
-    return RACE_Z * 100 * math.sqrt(2 * p * (1 - p) / max(n, 1))
+    return z * 100 * math.sqrt(2 * p * (1 - p) / max(n, 1))
 
 
-def raced_out(row: Row, score: float, n: int, rivals: list[tuple[Row, float]], objectives: list[str]) -> str:
+def raced_out(row: Row, score: float, n: int, rivals: list[tuple[Row, float]], objectives: list[str],
+              z: float = RACE_Z) -> str:
     """Why a candidate stops: a rival, scored on the same validation images (n of them), is
     ahead by more than their noise and (with latency or ram objectives) is no slower and no
     larger. Empty: it goes on."""
@@ -194,9 +199,9 @@ def raced_out(row: Row, score: float, n: int, rivals: list[tuple[Row, float]], o
             continue
         if ("latency" in objectives and rival.latency_ms > row.latency_ms) or ("ram" in objectives and rival.ram > row.ram):
             continue
-        if score < theirs - race_margin(theirs, n):
+        if score < theirs - race_margin(theirs, n, z):
             return (f"{score:.2f}% against {rival.candidate.name}'s {theirs:.2f}% on the same validation images "
-                    f"(more than {race_margin(theirs, n):.1f} points under)")
+                    f"(more than {race_margin(theirs, n, z):.1f} points under)")
     return ""
 
 
@@ -291,7 +296,7 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
             if epoch < 2:
                 return ""
             rivals = [(r, p["curve"][epoch - 1]) for r, p in others() if len(p.get("curve", [])) >= epoch]
-            why = raced_out(row, val_acc, n_val, rivals, objectives)
+            why = raced_out(row, val_acc, n_val, rivals, objectives, EARLY_RACE_Z)
             return f"raced out at epoch {epoch} of the first fold: {why}" if why else ""
 
         for fold in range(args.folds):
@@ -409,7 +414,8 @@ def markdown(rows: list[Row], board: Any, args: argparse.Namespace, chosen: Row 
     lines += ["", "Estimates: pipeline/estimate.py (bytes, arena) and pipeline/latency.py (latency); proxy top-1 is "
               "the mean over validation folds (each another tenth of the training images, held out of that fold's "
               "short training), never the test set. A candidate stops after a fold when a rival on the same folds "
-              f"is ahead by more than {RACE_Z:g} standard error of the difference; the choice is the best of those "
+              f"is ahead by more than {RACE_Z:g} standard errors of the difference ({EARLY_RACE_Z:g} within the first "
+              "fold, epoch by epoch); the choice is the best of those "
               "validated on the most folds.", ""]
     return "\n".join(lines)
 
