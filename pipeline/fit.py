@@ -205,7 +205,9 @@ def raced_out(row: Row, score: float, n: int, rivals: list[tuple[Row, float]], o
     return ""
 
 
-def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name: str) -> None:
+def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name: str) -> float:
+    """Run (or resume) the study; fills each tried row's proxy. Returns the search's wall time in
+    seconds, summed over every run of this study (a resumed search adds to it)."""
     import warnings
 
     import optuna
@@ -344,6 +346,9 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
     for name, proxy in done().items():
         if name in feasible:
             feasible[name].proxy = proxy
+    total = float(study.user_attrs.get("search_seconds", 0.0)) + time.time() - t0
+    study.set_user_attr("search_seconds", round(total, 1))
+    return total
 
 
 def choose(rows: list[Row]) -> Row:
@@ -490,9 +495,9 @@ def run_fit(args: argparse.Namespace) -> int:
         raise PipelineError(nothing_fits(rows, board))
     study_name = args.study_name or f"fit-{board.name}-{Path(args.data).resolve().name}"
     t1 = time.time()
-    search(rows, args, fit_dir, study_name)
+    searched = search(rows, args, fit_dir, study_name)
     chosen = choose(rows)
-    extra = {"estimate_seconds": round(t1 - t0, 1), "search_seconds": round(time.time() - t1, 1),
+    extra = {"estimate_seconds": round(t1 - t0, 1), "search_seconds": round(searched, 1),
              "study": study_name, "storage": args.storage or str(fit_dir / "study.db")}
     write_outputs(rows, board, args, fit_dir, chosen, extra)
     log(f"fit: chose {chosen.candidate.name}; {fit_dir}/fit.md")

@@ -123,6 +123,7 @@ def test_fit_end_to_end_on_a_tiny_grid_resumes_and_builds_the_winner(tmp_path: P
     assert "chose" in first.stderr + first.stdout
     fit = json.loads((out / "fit" / "fit.json").read_text())
     assert sum(1 for c in fit["candidates"] if c["proxy"]) == 1
+    first_search = fit["search_seconds"]
     dropped = {c["name"]: c["dropped"] for c in fit["candidates"]}
     assert dropped[big.name] and "arena" in dropped[big.name]
     assert sum(1 for d in dropped.values() if d) == 1
@@ -132,6 +133,7 @@ def test_fit_end_to_end_on_a_tiny_grid_resumes_and_builds_the_winner(tmp_path: P
     fit = json.loads((out / "fit" / "fit.json").read_text())
     tried = [c for c in fit["candidates"] if c["proxy"]]
     assert len(tried) == 2 and not any(c["dropped"] for c in tried)
+    assert fit["search_seconds"] > first_search > 0  # the resumed search adds to the first one's time
     for c in tried:  # each fold a proxy training of its own, validated on other images
         folds = c["proxy"]["folds"]
         assert len(folds) == 2 or (len(folds) == 1 and c["proxy"]["stopped"].startswith("raced out"))
