@@ -4,6 +4,8 @@
     python -m bench.fit_grid train --grid grid.json --data DIR --pretrained DIR --out OUT [--jobs 8] [--keep 12]
     python -m bench.fit_grid int8 --out OUT            # export + convert the kept models: int8 test top-1
     python -m bench.fit_grid check DIR [DIR ...]       # estimates vs measured for built models
+    python -m bench.fit_grid sources --data DIR --match Photo-on DIR [DIR ...]
+                                                       # float test top-1 on the files that match and the rest
 
 `train` runs the build's own training (pipeline.train.train, the default recipe: 40 epochs,
 the epoch kept by the default rule, ImageNet weights where published) for each candidate, several at
@@ -185,6 +187,31 @@ def cmd_check(a: argparse.Namespace) -> None:
               f"QEMU run failed | |", flush=True)
 
 
+def cmd_sources(a: argparse.Namespace) -> None:
+    """Float test top-1 of trained model folders, on the test files whose name holds `--match`
+    (e.g. one camera's shots) and on the rest: where validation and test disagree, and why."""
+    import numpy as np
+    import torch
+
+    from pipeline.checkpoint import load_checkpoint, model_from_checkpoint
+    from pipeline.data import discover, load_arrays
+    from pipeline.evaluate import nchw_float
+    from pipeline.preprocess import Preprocess
+
+    ds = discover(a.data, 1, 0.2, 0)
+    hit = np.array([a.match in p.name for p in ds.test.paths])
+    print(f"| model | all {len(hit)} | {hit.sum()} '{a.match}' | the other {(~hit).sum()} |")
+    print("|---|---:|---:|---:|")
+    for d in a.dirs:
+        ckpt = load_checkpoint(Path(d))
+        spec = Preprocess(size=ckpt["preprocess"]["size"], color=ckpt["preprocess"]["color"])
+        arr = load_arrays(ds.test, spec, None, 0.0, "test")
+        with torch.no_grad():
+            pred = model_from_checkpoint(ckpt).eval()(torch.from_numpy(nchw_float(arr.images, spec))).argmax(1)
+        ok = pred.numpy() == arr.labels
+        print(f"| {Path(d).name} | {100 * ok.mean():.2f} | {100 * ok[hit].mean():.2f} | {100 * ok[~hit].mean():.2f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.fit_grid", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -203,8 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p = sub.add_parser("check")
     p.add_argument("dirs", nargs="+")
+    p = sub.add_parser("sources")
+    p.add_argument("--data", required=True)
+    p.add_argument("--match", required=True, help="a part of the file name, e.g. Photo-on")
+    p.add_argument("dirs", nargs="+")
     a = ap.parse_args(argv)
-    {"list": cmd_list, "train": cmd_train, "int8": cmd_int8, "check": cmd_check}[a.cmd](a)
+    {"list": cmd_list, "train": cmd_train, "int8": cmd_int8, "check": cmd_check, "sources": cmd_sources}[a.cmd](a)
     return 0
 
 
