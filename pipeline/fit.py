@@ -530,8 +530,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--clock", type=float, help="override the board's clock in MHz")
     p.add_argument("--core", help="override the board's core (e.g. cortex-m7)")
     p.add_argument("--max-latency-ms", type=float, help="drop candidates estimated slower than this")
-    p.add_argument("--trials", type=int, default=8, help="proxy trainings (default 8)")
-    p.add_argument("--time-budget", type=float, help="minutes for the search; no new proxy training after it")
+    p.add_argument("--trials", type=int, default=8, help="candidates to proxy-train (default 8; each on up to --folds folds)")
+    p.add_argument("--time-budget", type=float, help="minutes for the search; no new candidate after it (one started "
+                   "finishes its folds)")
     p.add_argument("--proxy-epochs", type=int, default=5, help="epochs of each proxy training (default 5)")
     p.add_argument("--folds", type=int, default=3,
                    help="validation folds per candidate (default 3): each a proxy training validated on another "
