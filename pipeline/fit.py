@@ -10,9 +10,10 @@
    estimated latency and arena too). A trial is one candidate: short proxy trainings on the
    user's data, each validated on another tenth of the training images (--folds, default 3),
    raced: after each fold the candidate stops when a rival on the same folds is ahead by more
-   than the noise of that many validation images. The default model is tried first when it fits. The study lives in an RDB
-   storage (SQLite in OUT/fit/study.db by default): an interrupted search resumes where it
-   stopped, and several machines share one search by pointing --storage at one database.
+   than the noise of that many validation images. The default model is tried first when it
+   fits. The study lives in an RDB storage (SQLite in OUT/fit/study.db by default): an
+   interrupted search resumes where it stopped, and several machines share one search by
+   pointing --storage at one database.
 3. The winner (highest mean proxy accuracy among the candidates validated on the most folds;
    ties go to the faster model) is built in full into
    OUT, so `make firmware BOARD=NAME` right after embeds it; OUT/fit/fit.json, fit.md and
@@ -289,6 +290,7 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
         prepared = prepare(base, preprocess_spec(base), large=True)
         proxy: dict[str, Any] = {"val_acc": 0.0, "folds": [], "epochs": args.proxy_epochs, "seconds": 0.0,
                                  "val_images": 0, "weights_from": "", "stopped": ""}
+
         def others() -> list[tuple[Row, dict[str, Any]]]:
             return [(feasible[n], p) for n, p in proxies(finished=False).items() if n in feasible]
 
@@ -353,7 +355,7 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
 
 def choose(rows: list[Row]) -> Row:
     """The highest mean validation top-1 among the candidates validated on the most folds
-    (the others were raced out, or cut by the time budget); ties go to the faster, then the smaller."""
+    (the others were raced out, or their run was interrupted); ties go to the faster, then the smaller."""
     tried = [r for r in rows if r.proxy]
     if not tried:
         raise PipelineError("no proxy training finished: raise --trials or --time-budget")
