@@ -87,7 +87,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     done = {r["name"]: r for r in json.loads(results_path.read_text())} if results_path.is_file() else {}
     # colour before grey (the data is in colour), the longest first within each
     todo = sorted((r for r in rows if r["name"] not in done), key=lambda r: (r["color"] != "rgb", -r["macs"]))
-    threads = max(1, (os.cpu_count() or 2) // a.jobs)
+    threads = a.threads or max(1, (os.cpu_count() or 2) // a.jobs)
     t0 = time.time()
     with ProcessPoolExecutor(a.jobs) as pool:
         futs = {pool.submit(_train_one, r, a.data, a.pretrained, a.out, threads, a.epochs): r for r in todo}
@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrained", default="auto")
     p.add_argument("--out", required=True)
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--threads", type=int, help="torch threads per job (default: the cores / --jobs); 1 when "
+                   "other work shares the cores: waiting threads of a descheduled job stall it many times over")
     p.add_argument("--keep", type=int, default=8)
     p.add_argument("--epochs", type=int, help="default: the build's")
     p = sub.add_parser("int8")

@@ -34,7 +34,7 @@ COUNTS_FILE = DATA / "op_counts.json"
 MODEL_FILE = DATA / "latency_model.json"
 
 KERNELS = ("cmsis_nn", "esp_nn", "reference")
-FEATURES = ("const", "macs", "out_elems", "out_positions", "in_elems", "channels")
+FEATURES = ("const", "macs", "out_elems", "out_positions", "in_elems", "channels", "taps", "window")
 
 
 # ----------------------------------------------------------------------------------------
@@ -59,7 +59,11 @@ def subkind(op: Op) -> str:
 def features(op: Op) -> list[float]:
     out_positions = math.prod(op.out_shape[1:-1]) if len(op.out_shape) == 4 else 1
     channels = op.out_shape[-1] if op.out_shape else 1
-    return [1.0, float(op.macs), float(op.out_elems), float(out_positions), float(op.in_elems), float(channels)]
+    conv = op.kind == "CONV_2D" and len(op.weight_shape) == 4
+    taps = op.macs / op.weight_shape[3] if conv else 0  # output elements x kernel window
+    window = op.macs / op.weight_shape[0] if conv else 0  # output positions x kernel window x input channels
+    return [1.0, float(op.macs), float(op.out_elems), float(out_positions), float(op.in_elems), float(channels),
+            float(taps), float(window)]
 
 
 def op_from_row(row: list[Any]) -> Op:
@@ -221,6 +225,7 @@ ESP_PERSON_DETECTION_MS = {"esp32": (4084, 380, 240), "esp32s3": (2300, 54, 240)
 COREMARK_PER_MHZ = {"cortex-m4f": 3.40, "cortex-m33": 4.02, "cortex-m7": 5.01}
 # ESP-NN README, "Kernelwise performance on ESP32-S3": ANSI C ticks / optimised (assembly) ticks.
 ESP_NN_S3_SPEEDUP = {"CONV_2D/1x1": (8.01, 14.24), "CONV_2D/kxk": 5.55, "CONV_2D/first": 5.55,
+                     "CONV_2D/first1": 5.55,
                      "DEPTHWISE_CONV_2D/3x3": 6.30, "DEPTHWISE_CONV_2D": 4.49, "FULLY_CONNECTED": 7.83,
                      "ADD": 3.78, "MUL": 3.51, "AVERAGE_POOL_2D": 3.62, "SOFTMAX": 1.37}
 

@@ -5,7 +5,8 @@
 
 Each model is an `arch:width:resolution[:channels[:classes]]` candidate, converted here with
 random weights and random calibration images as `pipeline models --convert` does
-(build_model, export_onnx, onnx_to_int8; ~10-20 s), or `NAME=FILE.tflite`. Its model
+(build_model, export_onnx, onnx_to_int8; ~10-20 s), `stem:IN:OUT:RESOLUTION` (the stem
+convolution alone with the head: a probe of the image-facing convolution), or `NAME=FILE.tflite`. Its model
 directory is written by `tools/tflm_model.py` (1 random test vector, the arena TFLM needs on
 the host + 10% + 8 KiB) under `--work` (default build/profile/). For every board:kernels the
 profiling firmware (`make run-qemu FW_PROFILE=1 FW_VECTORS=1`) prints each op's count for
@@ -68,7 +69,33 @@ def convert_candidate(arch: str, width: float, resolution: int, channels: int, c
         return onnx_to_int8(onnx_path, calib, Preprocess(size=resolution, color="gray" if channels == 1 else "rgb"))
 
 
+def convert_stem(in_channels: int, out_channels: int, resolution: int, classes: int) -> bytes:
+    """A probe: the candidates' stem alone (3x3 stride-2 convolution, BN, ReLU6) with their head
+    (average pool, linear), to measure the image-facing convolution at output widths and input
+    channels the candidates' stems do not span."""
+    import torch
+
+    from pipeline.convert import onnx_to_int8
+    from pipeline.export import export_onnx
+    from pipeline.models.common import ConvBNAct, MobileNet
+    from pipeline.preprocess import Preprocess
+
+    torch.manual_seed(0)
+    model = MobileNet([ConvBNAct(in_channels, out_channels, 3, 2)], out_channels, classes, 0.0).eval()
+    calib = np.random.default_rng(0).integers(0, 256, (8, resolution, resolution, in_channels), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = export_onnx(model, resolution, in_channels, Path(tmp) / "m.onnx")
+        return onnx_to_int8(onnx_path, calib, Preprocess(size=resolution, color="gray" if in_channels == 1 else "rgb"))
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    if spec.startswith("stem:"):
+        p = spec.split(":")
+        if len(p) != 4:
+            sys.exit(f"error: model '{spec}' is not stem:IN_CHANNELS:OUT_CHANNELS:RESOLUTION")
+        cin, cout, res = int(p[1]), int(p[2]), int(p[3])
+        return f"stem_c{cin}_{cout}_{res}", {"stem": True, "channels": cin, "out_channels": cout,
+                                             "resolution": res, "classes": 10}
     if "=" in spec:
         name, _, path = spec.partition("=")
         return name, {"tflite": str(Path(path).resolve())}
@@ -102,6 +129,8 @@ def model_dir(name: str, spec: dict[str, Any], work: Path) -> tuple[Path, bytes]
         t = time.time()
         if "tflite" in spec:
             buf = Path(spec["tflite"]).read_bytes()
+        elif spec.get("stem"):
+            buf = convert_stem(spec["channels"], spec["out_channels"], spec["resolution"], spec["classes"])
         else:
             buf = convert_candidate(spec["arch"], spec["width"], spec["resolution"], spec["channels"], spec["classes"])
         tfl.write_bytes(buf)
