@@ -36,7 +36,7 @@ $(SOURCES_MK): $(MODEL_TFLM)/model_settings.h $(FW_DIR)/tools/tflm_sources.py
 	  --target-arch $(BOARD_TARGET_ARCH) --kernels $(FW_KERNELS) --cxx $(CXX) \
 	  --extra-flags="$(FW_ARCH_FLAGS)" --extra-cxxflags="$(FW_ARCH_CXXFLAGS)" \
 	  $(if $(filter esp_nn,$(FW_KERNELS)),--esp-nn-dir $(ESP_NN_DIR) --esp-tflite-micro-dir $(ESP_TFLM_DIR) \
-	    --esp-timer-stub $(FW_DIR)/boards/common/esp_timer) \
+	    --esp-timer-stub $(FW_DIR)/boards/common/esp_timer $(if $(FW_ESP_NN_ANSI),--esp-nn-ansi)) \
 	  --cache-root $(FW_TFLM_CACHE) --model-settings $(MODEL_TFLM)/model_settings.h --out $@ $(if $(FW_ALL_KERNELS),--all-kernels)
 include $(SOURCES_MK)
 

@@ -22,7 +22,10 @@ FW_MODEL_NAME ?= $(if $(filter $(abspath $(OUT)),$(abspath $(FW_MODEL_DIR))),mod
 # (TFLM's profiler hook, app/main_functions.cc; firmware/tools/profile_ops.py reads it), in its
 # own build folder. Off by default: the normal build is unchanged.
 FW_PROFILE ?=
-FW_BUILD ?= $(OUT)/firmware/$(FW_MODEL_NAME)-$(BOARD)-$(FW_KERNELS)$(if $(FW_PROFILE),-profile)
+# FW_ESP_NN_ANSI=1 (with esp_nn): ESP-NN's ANSI C kernels instead of its optimised ones, the
+# baseline of ESP-NN's published ESP32-S3 speedups (profile_ops.py's esp_nn_ansi; docs/LATENCY.md).
+FW_ESP_NN_ANSI ?=
+FW_BUILD ?= $(OUT)/firmware/$(FW_MODEL_NAME)-$(BOARD)-$(FW_KERNELS)$(if $(FW_ESP_NN_ANSI),-ansi)$(if $(FW_PROFILE),-profile)
 FW_BOARDS := $(basename $(notdir $(wildcard $(FW_DIR)/boards/*.mk)))
 FW_JOBS ?= 2
 PYOCD ?= pyocd
@@ -83,7 +86,7 @@ firmware: firmware-check
 	  FW_KERNELS=$(FW_KERNELS) TFLM_DIR=$(abspath $(TFLM_DIR)) FW_MODEL_DIR=$(FW_MODEL_DIR) \
 	  FW_BUILD=$(FW_BUILD) FW_TFLM_CACHE=$(abspath $(FW_TFLM_CACHE)) $(if $(FW_TFLM_OBJ),FW_TFLM_OBJ=$(FW_TFLM_OBJ)) \
 	  ESP_NN_DIR=$(ESP_NN_DIR) ESP_TFLM_DIR=$(ESP_TFLM_DIR) PY=$(abspath $(PY)) \
-	  $(if $(FW_PROFILE),FW_DEFINES="$(FW_DEFINES) -DFW_PROFILE")
+	  $(if $(FW_ESP_NN_ANSI),FW_ESP_NN_ANSI=1) $(if $(FW_PROFILE),FW_DEFINES="$(FW_DEFINES) -DFW_PROFILE")
 
 # Bit-exactness run: QEMU with a deterministic instruction counter; the exit status is
 # the number of outputs that differ from the host tflite-micro runtime.

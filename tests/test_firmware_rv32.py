@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,31 @@ def test_rv32_default_kernels_are_esp_nn(tiny_build: Path, tmp_path: Path) -> No
     p = subprocess.run(["make", "--no-print-directory", "firmware", f"BOARD={BOARD}", "OPTIMIZED_KERNEL_DIR=cmsis_nn",
                         f"OUT={tmp_path}", f"FW_MODEL_DIR={tiny_build}"], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode != 0 and "esp_nn reference" in p.stdout
+
+
+def test_rv32_esp_nn_ansi_is_a_build_of_its_own(tiny_build: Path, tmp_path: Path) -> None:
+    """FW_ESP_NN_ANSI=1 (profile_ops.py's esp_nn_ansi, the baseline of ESP-NN's published S3
+    speedups): ESP-NN compiled without CONFIG_NN_OPTIMIZED, in its own build folder and its own
+    TFLM object cache folder, so it can never be mixed with the optimised build."""
+    p = subprocess.run(["make", "--no-print-directory", "-n", "firmware", f"BOARD={BOARD}", f"OUT={tmp_path}",
+                        f"FW_MODEL_DIR={tiny_build}", "FW_ESP_NN_ANSI=1"], cwd=ROOT, capture_output=True, text=True)
+    assert "FW_ESP_NN_ANSI=1" in p.stdout and f"{tiny_build.name}-{BOARD}-esp_nn-ansi" in p.stdout, p.stdout[-2000:]
+    (tflm, _), esp_nn, esp_tflm = find_tflm(), _dir_of("ESP_NN_DIR"), _dir_of("ESP_TFLM_DIR")
+    assert tflm is not None and esp_nn is not None and esp_tflm is not None
+    mk = {}
+    for variant in ("opt", "ansi"):
+        out = tmp_path / f"{variant}.mk"
+        subprocess.run([sys.executable, str(ROOT / "firmware/tools/tflm_sources.py"), "--tflm-dir", str(tflm), "--target",
+                        "riscv32_generic", "--target-arch", "rv32imc", "--kernels", "esp_nn", "--cxx",
+                        "riscv64-unknown-elf-g++", "--esp-nn-dir", str(esp_nn), "--esp-tflite-micro-dir", str(esp_tflm),
+                        "--esp-timer-stub", str(ROOT / "firmware/boards/common/esp_timer"), "--cache-root",
+                        str(tmp_path / "cache"), "--model-settings", str(tiny_build / "tflm/model_settings.h"),
+                        "--out", str(out), *(["--esp-nn-ansi"] if variant == "ansi" else [])],
+                       cwd=ROOT, check=True, capture_output=True, text=True)
+        mk[variant] = dict(ln.split(" := ", 1) for ln in out.read_text().splitlines() if " := " in ln)
+    assert "-DCONFIG_NN_OPTIMIZED=1" in mk["opt"]["ESP_NN_CFLAGS"]
+    assert "CONFIG_NN_OPTIMIZED" not in mk["ansi"]["ESP_NN_CFLAGS"] + mk["ansi"]["ESP_NN_KERNEL_FLAGS"]
+    assert mk["opt"]["TFLM_CACHE_KEY"] != mk["ansi"]["TFLM_CACHE_KEY"]
 
 
 def test_rv32_data_memory_is_an_esp32_c3s(tiny_build: Path, tmp_path: Path) -> None:

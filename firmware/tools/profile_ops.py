@@ -148,6 +148,9 @@ def run_profile(d: Path, board: str, kernels: str, out: str) -> dict[str, Any]:
     extra = CORE_ARGS.get(core, []) if core else []
     if core:
         out = f"{out}/{core}"
+    if kernels == "esp_nn_ansi":  # ESP-NN's ANSI C kernels (the baseline of its published S3 speedups)
+        extra = [*extra, "FW_ESP_NN_ANSI=1"]
+        kernels = "esp_nn"
     args = ["make", "--no-print-directory", "run-qemu", f"BOARD={board}", f"OPTIMIZED_KERNEL_DIR={kernels}",
             f"FW_MODEL_DIR={d}", f"OUT={out}", "FW_VECTORS=1", "FW_PROFILE=1", "FW_QEMU_TIMEOUT=1200", *extra]
     t = time.time()

@@ -131,8 +131,11 @@ def esp_nn_sources(esp_nn: Path) -> list[str]:
     return re.findall(r'"([^"]+)"', m.group(1))
 
 
-def esp_nn_fragment(esp_nn: Path, esp_tflm: Path, kernels: list[str], stub_dir: Path) -> tuple[list[str], list[str]]:
-    """Kernels with the ESP-NN ones in place of TFLM's, and the make lines for the rest."""
+def esp_nn_fragment(esp_nn: Path, esp_tflm: Path, kernels: list[str], stub_dir: Path,
+                    optimized: bool = True) -> tuple[list[str], list[str]]:
+    """Kernels with the ESP-NN ones in place of TFLM's, and the make lines for the rest.
+    `optimized=False` builds ESP-NN's ANSI C kernels instead (no CONFIG_NN_OPTIMIZED): the
+    baseline of ESP-NN's published per-kernel speedups, measured for the latency model only."""
     for d, probe in ((esp_nn, "include/esp_nn.h"), (esp_tflm, f"{ESP_NN_KERNEL_DIR}/conv.cc")):
         if not (d / probe).is_file():
             sys.exit(f"error: no {d / probe}: --esp-nn-dir / --esp-tflite-micro-dir "
@@ -141,15 +144,16 @@ def esp_nn_fragment(esp_nn: Path, esp_tflm: Path, kernels: list[str], stub_dir: 
     esp_k = [f"{ESP_NN_KERNEL_DIR}/{Path(k).name}" for k in replaced]
     kept = [k for k in kernels if k not in replaced]
     nn_inc = f"-I{esp_nn / 'include'}"
+    opt = " -DCONFIG_NN_OPTIMIZED=1" if optimized else ""
     lines = [
         f"ESP_TFLM_ROOT := {esp_tflm}",
         f"ESP_NN_ROOT := {esp_nn}",
         # At TFLM's kernel level (-O2, as the reference kernels; esp-tflite-micro also keeps
         # esp_nn/depthwise_conv.cc at -O2), ESP-NN at the -O2 of its CMakeLists.txt.
         "ESP_NN_KERNEL_SRCS := " + " ".join(esp_k),
-        f"ESP_NN_KERNEL_FLAGS := -DESP_NN=1 -DCONFIG_NN_OPTIMIZED=1 {nn_inc} -I{stub_dir}",
+        f"ESP_NN_KERNEL_FLAGS := -DESP_NN=1{opt} {nn_inc} -I{stub_dir}",
         "ESP_NN_SRCS := " + " ".join(esp_nn_sources(esp_nn)),
-        f"ESP_NN_CFLAGS := -O2 -Wno-unused-function -DCONFIG_NN_OPTIMIZED=1 {nn_inc} -I{esp_nn / 'src/common'}",
+        f"ESP_NN_CFLAGS := -O2 -Wno-unused-function{opt} {nn_inc} -I{esp_nn / 'src/common'}",
     ]
     return kept, lines
 
@@ -184,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--esp-nn-dir", type=Path, help="espressif/esp-nn (for --kernels esp_nn)")
     ap.add_argument("--esp-tflite-micro-dir", type=Path, help="espressif/esp-tflite-micro (for --kernels esp_nn)")
     ap.add_argument("--esp-timer-stub", type=Path, help="folder with the esp_timer.h the ESP-NN kernels include")
+    ap.add_argument("--esp-nn-ansi", action="store_true", help="ESP-NN's ANSI C kernels, not its optimised ones "
+                    "(for --kernels esp_nn; a measurement for the latency model)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     tflm = a.tflm_dir.resolve()
@@ -218,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (a.esp_nn_dir and a.esp_tflite_micro_dir and a.esp_timer_stub):
             sys.exit("error: --kernels esp_nn needs --esp-nn-dir, --esp-tflite-micro-dir and --esp-timer-stub")
         kernels, esp_lines = esp_nn_fragment(a.esp_nn_dir.resolve(), a.esp_tflite_micro_dir.resolve(),
-                                             kernels, a.esp_timer_stub.resolve())
+                                             kernels, a.esp_timer_stub.resolve(), optimized=not a.esp_nn_ansi)
 
     incs = []
     for tok in v["INCLUDES"].split():
