@@ -305,9 +305,10 @@ def cores() -> dict[str, Core]:
         "cortex-m7": Core("armv7e-m", via_coremark("cortex-m7"),
                           "derived: the Cortex-M4F CPI x Arm's CoreMark/MHz ratio M4 / M7 (3.40 / 5.01); same "
                           "armv7e-m code (QEMU mps2-an500 counts person_detect within 1% of mps2-an386)"),
-        "cortex-m33": Core("armv7e-m", via_coremark("cortex-m33"),
-                           "derived: the Cortex-M4F CPI x Arm's CoreMark/MHz ratio M4 / M33 (3.40 / 4.02); "
-                           "armv8-m mainline with the DSP extension runs CMSIS-NN's same DSP path (not measured)"),
+        "cortex-m33": Core("armv8-m-main", via_coremark("cortex-m33"),
+                           "derived: counts measured on QEMU mps2-an505 (armv8-m mainline with the DSP "
+                           "extension: CMSIS-NN's DSP path); CPI the Cortex-M4F CPI x Arm's CoreMark/MHz ratio "
+                           "M4 / M33 (3.40 / 4.02)"),
         "cortex-m55": Core("armv8.1-m-mve", m4 * COREMARK_PER_MHZ["cortex-m4f"] / 4.2,
                            "derived: counts measured on QEMU mps3-an547 (Helium kernels); CPI the Cortex-M4F CPI "
                            "x Arm's CoreMark/MHz ratio M4 / M55 (3.40 / 4.2), which says nothing about MVE "

@@ -26,7 +26,7 @@ def test_unknown_board_lists_the_boards() -> None:
     p = make("firmware", "BOARD=no-such-board")
     assert p.returncode != 0
     assert "unknown BOARD=no-such-board" in p.stdout
-    for b in ("mps2-an386", "mps2-an500", "mps3-an547", "nucleo-l4r5zi"):
+    for b in ("mps2-an386", "mps2-an500", "mps2-an505", "mps3-an547", "nucleo-l4r5zi"):
         assert b in p.stdout
 
 

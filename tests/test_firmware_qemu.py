@@ -70,9 +70,12 @@ def test_an386_bit_exact_on_test_vectors(tiny_build: Path, tmp_path: Path, kerne
         assert (tmp_path / "firmware" / f"{tiny_build.name}-mps2-an386-{kernels}" / f).stat().st_size > 0
 
 
-@pytest.mark.parametrize("board", ["mps2-an500", "mps3-an547"])
+@pytest.mark.parametrize("board", ["mps2-an500", "mps3-an547",
+                                   # the latency model's M33 measurement port (its own TFLM compile)
+                                   pytest.param("mps2-an505", marks=pytest.mark.slow)])
 def test_other_cores_bit_exact(tiny_build: Path, tmp_path: Path, board: str) -> None:
-    """Cortex-M7 (AN500) and Cortex-M55 with Helium (AN547, CMSIS-NN's MVE kernels)."""
+    """Cortex-M7 (AN500), Cortex-M55 with Helium (AN547, CMSIS-NN's MVE kernels) and Cortex-M33
+    (AN505, armv8-m mainline with CMSIS-NN's DSP path)."""
     proc, res = build_and_run(tiny_build, tmp_path, board, "cmsis_nn", vectors=4)
     assert_bit_exact(proc, res, tiny_build, 4)
 

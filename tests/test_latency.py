@@ -20,7 +20,8 @@ def test_coefficients_cover_every_op_of_the_four_archs_for_each_measured_isa() -
     measured = {(r["isa"], r["kernels"]) for r in COUNTS["runs"]}
     assert {("armv7e-m", "cmsis_nn"), ("armv7e-m", "reference"), ("rv32imc", "esp_nn"),
             ("rv32imc", "reference"), ("armv6-m", "cmsis_nn"), ("armv6-m", "reference"),
-            ("armv8.1-m-mve", "cmsis_nn")} <= measured
+            ("armv8.1-m-mve", "cmsis_nn"), ("armv8-m-main", "cmsis_nn"), ("armv8-m-main", "reference"),
+            ("rv32imc", "esp_nn_ansi")} <= measured
     assert {f"{i}/{k}" for i, k in measured} == set(coef["models"])
     archs = {m["arch"] for m in COUNTS["models"].values() if "arch" in m}
     assert set(ARCHS) <= archs

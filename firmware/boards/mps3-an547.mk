@@ -7,7 +7,7 @@
 BOARD_PROFILE := mps3-an547
 include $(FW_DIR)/boards/common/profile.mk
 include $(FW_DIR)/boards/common/arch-$(BOARD_FW_ARCH).mk
-BOARD_SRCS := $(FW_DIR)/boards/mps3-an547/board.c
+BOARD_SRCS := $(FW_DIR)/boards/common/semihost_board.c
 BOARD_DEFINES := -DBOARD_NAME='"mps3-an547"' -DBOARD_TICK_NUM=1000 -DBOARD_TICK_DEN=32
 BOARD_QEMU_MACHINE := mps3-an547
 BOARD_QEMU_CONSOLE := semihosting

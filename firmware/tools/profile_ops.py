@@ -40,7 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 # The instruction set each QEMU board runs (what the cost model's coefficients are per).
-BOARD_ISA = {"mps2-an386": "armv7e-m", "mps2-an500": "armv7e-m-m7", "mps3-an547": "armv8.1-m-mve",
+BOARD_ISA = {"mps2-an386": "armv7e-m", "mps2-an500": "armv7e-m-m7", "mps2-an505": "armv8-m-main",
+             "mps3-an547": "armv8.1-m-mve",
              "rv32imc-virt": "rv32imc"}
 # BOARD@CORE: the app and TFLM compiled for another core, run on that board's QEMU machine
 # (a Cortex-M4 executes armv6-m code), in its own OUT folder (the build folder does not

@@ -1,6 +1,7 @@
-// Arm MPS3 AN547 (Cortex-M55) under QEMU. Console and exit through semihosting; the
-// counter is SysTick on the 32 MHz system clock (1 tick = 31.25 instructions with
-// `-icount shift=0`).
+// The Arm FPGA boards whose UARTs sit behind TrustZone peripheral protection (MPS3 AN547,
+// Cortex-M55; MPS2 AN505, Cortex-M33) under QEMU, started in the Secure state. Console and
+// exit through semihosting; the counter is SysTick on the system clock (the board's .mk
+// gives the instructions per tick with `-icount shift=0`).
 #include <string.h>
 
 #include "board.h"
