@@ -231,7 +231,6 @@ ESP_MOBILENET_V3_SMALL_MS = {"esp32s3": (26000, 1434, 240)}
 COREMARK_PER_MHZ = {"cortex-m4f": 3.40, "cortex-m33": 4.02, "cortex-m7": 5.01}
 # ESP-NN README, "Kernelwise performance on ESP32-S3": ANSI C ticks / optimised (assembly) ticks.
 ESP_NN_S3_SPEEDUP = {"CONV_2D/1x1": (8.01, 14.24), "CONV_2D/kxk": 5.55, "CONV_2D/first": 5.55,
-                     "CONV_2D/first1": 5.55,
                      "DEPTHWISE_CONV_2D/3x3": 6.30, "DEPTHWISE_CONV_2D": 4.49, "FULLY_CONNECTED": 7.83,
                      "ADD": 3.78, "MUL": 3.51, "AVERAGE_POOL_2D": 3.62, "SOFTMAX": 1.37}
 

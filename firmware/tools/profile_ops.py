@@ -53,21 +53,27 @@ CORE_ARGS = {"cortex-m0plus": ["BOARD_TARGET_ARCH=cortex-m0plus",
                                "FW_DEFINES=-masm-syntax-unified"]}
 
 
-def convert_candidate(arch: str, width: float, resolution: int, channels: int, classes: int) -> bytes:
-    """An untrained candidate as full-int8 TFLite (as pipeline/model_table.py's model_row)."""
-    import torch
-
+def to_int8(model: Any, resolution: int, channels: int) -> bytes:
+    """`model` (PyTorch, eval) as full-int8 TFLite, calibrated on 8 random images (as
+    pipeline/model_table.py's model_row)."""
     from pipeline.convert import onnx_to_int8
     from pipeline.export import export_onnx
-    from pipeline.models import build_model
     from pipeline.preprocess import Preprocess
 
-    torch.manual_seed(0)
-    model = build_model(arch, width, classes, channels, resolution).eval()
     calib = np.random.default_rng(0).integers(0, 256, (8, resolution, resolution, channels), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = export_onnx(model, resolution, channels, Path(tmp) / "m.onnx")
         return onnx_to_int8(onnx_path, calib, Preprocess(size=resolution, color="gray" if channels == 1 else "rgb"))
+
+
+def convert_candidate(arch: str, width: float, resolution: int, channels: int, classes: int) -> bytes:
+    """An untrained candidate as full-int8 TFLite."""
+    import torch
+
+    from pipeline.models import build_model
+
+    torch.manual_seed(0)
+    return to_int8(build_model(arch, width, classes, channels, resolution).eval(), resolution, channels)
 
 
 def convert_stem(in_channels: int, out_channels: int, resolution: int, classes: int) -> bytes:
@@ -76,17 +82,11 @@ def convert_stem(in_channels: int, out_channels: int, resolution: int, classes: 
     channels the candidates' stems do not span."""
     import torch
 
-    from pipeline.convert import onnx_to_int8
-    from pipeline.export import export_onnx
     from pipeline.models.common import ConvBNAct, MobileNet
-    from pipeline.preprocess import Preprocess
 
     torch.manual_seed(0)
     model = MobileNet([ConvBNAct(in_channels, out_channels, 3, 2)], out_channels, classes, 0.0).eval()
-    calib = np.random.default_rng(0).integers(0, 256, (8, resolution, resolution, in_channels), dtype=np.uint8)
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(model, resolution, in_channels, Path(tmp) / "m.onnx")
-        return onnx_to_int8(onnx_path, calib, Preprocess(size=resolution, color="gray" if in_channels == 1 else "rgb"))
+    return to_int8(model, resolution, in_channels)
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
