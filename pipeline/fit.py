@@ -369,6 +369,30 @@ def choose(rows: list[Row]) -> Row:
     return best
 
 
+def other_colour(rows: list[Row], chosen: Row) -> str:
+    """How the best candidate of the other colour, validated on as many folds, compares with the
+    choice: grey and RGB tied on validation can differ on photos from another camera (docs/FIT.md,
+    rps), so fit.md says when the colour was a close call. Empty when no such candidate was tried."""
+    folds = len(chosen.proxy.get("folds", [0]))
+    others = [r for r in rows if r.proxy and r.candidate.color != chosen.candidate.color
+              and len(r.proxy.get("folds", [0])) == folds]
+    if not others:
+        return ""
+    best = max(others, key=lambda r: (r.proxy["val_acc"], -r.latency_ms))
+    gap = chosen.proxy["val_acc"] - best.proxy["val_acc"]
+    n = int(chosen.proxy.get("val_images") or 0)
+    se = race_margin(chosen.proxy["val_acc"], n, z=1) if n else float("nan")
+    told = "told apart" if gap > RACE_Z * se else "not told apart"
+    colour = {"rgb": "RGB", "gray": "grey"}[best.candidate.color]
+    text = (f"The best {colour} candidate on the same {folds} fold(s), {best.candidate.name}, is {gap:.2f} points "
+            f"behind ({gap / se:.1f} standard errors of the difference on {n} images: {told}).")
+    if told == "not told apart":
+        text += (" The validation images are a share of your training photos; if the camera you deploy with "
+                 f"differs from them, colour can matter more than they show: `--colors {best.candidate.color}` "
+                 "searches that colour only.")
+    return text
+
+
 # ----------------------------------------------------------------------------------------
 # Output
 
@@ -408,6 +432,9 @@ def markdown(rows: list[Row], board: Any, args: argparse.Namespace, chosen: Row 
         lines += [f"**Chosen: {chosen.candidate.name}** (validation top-1 {chosen.proxy['val_acc']:.2f}%, the mean "
                   f"of {len(chosen.proxy.get('folds', [0]))} folds after {chosen.proxy['epochs']} epochs each, est. {chosen.latency_ms:,.1f} ms, {chosen.ram:,} B RAM, "
                   f"{chosen.flash:,} B flash).", ""]
+        alt = other_colour(rows, chosen)
+        if alt:
+            lines += [alt, ""]
     lines += ["| candidate | params | MACs | model (flash) B | arena (RAM) B | est. ms | proxy top-1 (folds) | Pareto | "
               "dropped or stopped because |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     order = sorted(rows, key=lambda r: (bool(r.dropped), -(r.proxy or {}).get("val_acc", -1), r.latency_ms))
@@ -503,6 +530,9 @@ def run_fit(args: argparse.Namespace) -> int:
              "study": study_name, "storage": args.storage or str(fit_dir / "study.db")}
     write_outputs(rows, board, args, fit_dir, chosen, extra)
     log(f"fit: chose {chosen.candidate.name}; {fit_dir}/fit.md")
+    alt = other_colour(rows, chosen)
+    if alt:
+        log(f"fit: {alt}")
     if args.no_build:
         return 0
     from .config import make_config

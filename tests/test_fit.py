@@ -11,7 +11,7 @@ import pytest
 from helpers import run_pipeline
 
 from pipeline.estimate import Candidate, compare, estimate
-from pipeline.fit import Row, pareto_front, race_margin, raced_out
+from pipeline.fit import Row, other_colour, pareto_front, race_margin, raced_out
 from pipeline.opgraph import from_tflite
 
 # Two small candidates between them hold every op kind the four archs make (CONV_2D,
@@ -84,6 +84,26 @@ def test_racing_stops_a_candidate_only_when_a_rival_is_ahead_by_more_than_the_no
     # multi-objective: only a rival at least as fast and as small can stop it
     assert raced_out(me, 85.0, 189, [(slow, 95.0)], ["accuracy", "latency"]) == ""
     assert raced_out(me, 85.0, 189, [(fast, 95.0)], ["accuracy", "latency", "ram"]) != ""
+
+
+def test_fit_md_says_when_the_colour_was_a_close_call() -> None:
+    """The NUCLEO-L4R5ZI search on rps (docs/FIT.md): grey 224 px 92.60% against RGB 224 px
+    91.02% over three folds (567 images) is about one standard error: not told apart, and fit.md
+    says how to search RGB only. A wide gap is told apart; no other colour tried, no line."""
+    def row(color: str, acc: float, folds: int = 3) -> Row:
+        r = Row(candidate=Candidate("mobilenet_v1", 0.25, 224, color), est=None, ram=0, flash=0,  # type: ignore[arg-type]
+                latency_ms=3000.0)
+        r.proxy = {"val_acc": acc, "folds": [acc] * folds, "val_images": 189 * folds}
+        return r
+
+    grey, rgb = row("gray", 92.60), row("rgb", 91.02)
+    text = other_colour([grey, rgb, row("rgb", 95.0, folds=1)], grey)  # a 1-fold score is not comparable
+    assert "mobilenet_v1-0.25-224-rgb, is 1.58 points behind (1.0 standard errors" in text
+    assert "567 images: not told apart" in text and "`--colors rgb`" in text
+    far = other_colour([grey, row("rgb", 80.0)], grey)
+    assert "told apart" in far and "not told apart" not in far and "--colors" not in far
+    assert other_colour([grey, row("gray", 90.0)], grey) == ""
+    assert "best grey candidate" in other_colour([rgb, row("gray", 90.0)], rgb)
 
 
 def test_nothing_fits_says_so_with_numbers_and_exits_2_before_training(tmp_path: Path) -> None:
