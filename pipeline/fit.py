@@ -376,12 +376,12 @@ def other_colour(rows: list[Row], chosen: Row) -> str:
     folds = len(chosen.proxy.get("folds", [0]))
     others = [r for r in rows if r.proxy and r.candidate.color != chosen.candidate.color
               and len(r.proxy.get("folds", [0])) == folds]
-    if not others:
+    n = int(chosen.proxy.get("val_images") or 0)
+    if not others or not n:
         return ""
     best = max(others, key=lambda r: (r.proxy["val_acc"], -r.latency_ms))
     gap = chosen.proxy["val_acc"] - best.proxy["val_acc"]
-    n = int(chosen.proxy.get("val_images") or 0)
-    se = race_margin(chosen.proxy["val_acc"], n, z=1) if n else float("nan")
+    se = race_margin(chosen.proxy["val_acc"], n, z=1)
     told = "told apart" if gap > RACE_Z * se else "not told apart"
     colour = {"rgb": "RGB", "gray": "grey"}[best.candidate.color]
     text = (f"The best {colour} candidate on the same {folds} fold(s), {best.candidate.name}, is {gap:.2f} points "
@@ -432,9 +432,8 @@ def markdown(rows: list[Row], board: Any, args: argparse.Namespace, chosen: Row 
         lines += [f"**Chosen: {chosen.candidate.name}** (validation top-1 {chosen.proxy['val_acc']:.2f}%, the mean "
                   f"of {len(chosen.proxy.get('folds', [0]))} folds after {chosen.proxy['epochs']} epochs each, est. {chosen.latency_ms:,.1f} ms, {chosen.ram:,} B RAM, "
                   f"{chosen.flash:,} B flash).", ""]
-        alt = other_colour(rows, chosen)
-        if alt:
-            lines += [alt, ""]
+        if extra.get("other_colour"):
+            lines += [extra["other_colour"], ""]
     lines += ["| candidate | params | MACs | model (flash) B | arena (RAM) B | est. ms | proxy top-1 (folds) | Pareto | "
               "dropped or stopped because |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     order = sorted(rows, key=lambda r: (bool(r.dropped), -(r.proxy or {}).get("val_acc", -1), r.latency_ms))
@@ -528,11 +527,11 @@ def run_fit(args: argparse.Namespace) -> int:
     chosen = choose(rows)
     extra = {"estimate_seconds": round(t1 - t0, 1), "search_seconds": round(searched, 1),
              "study": study_name, "storage": args.storage or str(fit_dir / "study.db")}
+    extra["other_colour"] = other_colour(rows, chosen)
     write_outputs(rows, board, args, fit_dir, chosen, extra)
     log(f"fit: chose {chosen.candidate.name}; {fit_dir}/fit.md")
-    alt = other_colour(rows, chosen)
-    if alt:
-        log(f"fit: {alt}")
+    if extra["other_colour"]:
+        log(f"fit: {extra['other_colour']}")
     if args.no_build:
         return 0
     from .config import make_config

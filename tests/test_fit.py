@@ -104,6 +104,8 @@ def test_fit_md_says_when_the_colour_was_a_close_call() -> None:
     assert "told apart" in far and "not told apart" not in far and "--colors" not in far
     assert other_colour([grey, row("gray", 90.0)], grey) == ""
     assert "best grey candidate" in other_colour([rgb, row("gray", 90.0)], rgb)
+    grey.proxy["val_images"] = 0  # a study from before validation images were counted: no claim
+    assert other_colour([grey, rgb], grey) == ""
 
 
 def test_nothing_fits_says_so_with_numbers_and_exits_2_before_training(tmp_path: Path) -> None:
