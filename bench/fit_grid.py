@@ -195,8 +195,8 @@ def cmd_sources(a: argparse.Namespace) -> None:
 
     from pipeline.checkpoint import load_checkpoint, model_from_checkpoint
     from pipeline.data import discover, load_arrays
-    from pipeline.evaluate import nchw_float
     from pipeline.preprocess import Preprocess
+    from pipeline.train import evaluate_logits
 
     ds = discover(a.data, 1, 0.2, 0)
     hit = np.array([a.match in p.name for p in ds.test.paths])
@@ -206,9 +206,8 @@ def cmd_sources(a: argparse.Namespace) -> None:
         ckpt = load_checkpoint(Path(d))
         spec = Preprocess(size=ckpt["preprocess"]["size"], color=ckpt["preprocess"]["color"])
         arr = load_arrays(ds.test, spec, None, 0.0, "test")
-        with torch.no_grad():
-            pred = model_from_checkpoint(ckpt).eval()(torch.from_numpy(nchw_float(arr.images, spec))).argmax(1)
-        ok = pred.numpy() == arr.labels
+        logits = evaluate_logits(model_from_checkpoint(ckpt), arr.images, spec, torch.device("cpu"))
+        ok = logits.argmax(1) == arr.labels
         print(f"| {Path(d).name} | {100 * ok.mean():.2f} | {100 * ok[hit].mean():.2f} | {100 * ok[~hit].mean():.2f} |")
 
 
