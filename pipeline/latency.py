@@ -37,7 +37,8 @@ KERNELS = ("cmsis_nn", "esp_nn", "reference")
 # Measured for the cost model only, not a kernel set a board runs: ESP-NN's ANSI C kernels, the
 # baseline its published ESP32-S3 speedups are relative to (the S3 estimate divides them).
 MEASURED_ONLY_KERNELS = ("esp_nn_ansi",)
-FEATURES = ("const", "macs", "out_elems", "out_positions", "in_elems", "channels", "taps", "window")
+FEATURES = ("const", "macs", "out_elems", "out_positions", "in_elems", "channels", "taps", "window", "tail", "im2col",
+            "padded", "inside_macs")
 
 
 # ----------------------------------------------------------------------------------------
@@ -59,14 +60,33 @@ def subkind(op: Op) -> str:
     return op.kind
 
 
+def _inside(n_in: int, n_out: int, k: int, stride: int) -> int:
+    """How many of the (output index, kernel index) pairs along one axis read inside the input
+    (TFLite SAME padding; VALID pads nothing and reads inside everywhere)."""
+    before = max((n_out - 1) * stride + k - n_in, 0) // 2
+    return sum(min(k, n_in + before - o * stride) - max(0, before - o * stride) for o in range(n_out))
+
+
 def features(op: Op) -> list[float]:
     out_positions = math.prod(op.out_shape[1:-1]) if len(op.out_shape) == 4 else 1
     channels = op.out_shape[-1] if op.out_shape else 1
-    conv = op.kind == "CONV_2D" and len(op.weight_shape) == 4
-    taps = op.macs / op.weight_shape[3] if conv else 0  # output elements x kernel window
-    window = op.macs / op.weight_shape[0] if conv else 0  # output positions x kernel window x input channels
+    conv = op.kind == "CONV_2D" and len(op.weight_shape) == 4 and len(op.in_shape) == 4
+    taps = tail = im2col = padded = inside_macs = 0.0
+    window = 0.0
+    if conv:
+        cout, kh, kw, cin = op.weight_shape
+        taps = op.macs / cin  # output elements x kernel window
+        window = op.macs / cout  # output positions x kernel window x input channels
+        # the dot-product length's remainder after the 4-wide SIMD steps, once per output element
+        tail = op.out_elems * (kh * kw * cin % 4)
+        # im2col: one copy per kernel tap per output position, a fill where the tap reads padding
+        im2col = out_positions * kh * kw
+        inside = (_inside(op.in_shape[1], op.out_shape[1], kh, op.stride)
+                  * _inside(op.in_shape[2], op.out_shape[2], kw, op.stride))
+        padded = im2col - inside
+        inside_macs = op.macs * inside / im2col  # what a kernel that skips the padding multiplies
     return [1.0, float(op.macs), float(op.out_elems), float(out_positions), float(op.in_elems), float(channels),
-            float(taps), float(window)]
+            taps, window, float(tail), float(im2col), float(padded), inside_macs]
 
 
 def op_from_row(row: list[Any]) -> Op:

@@ -36,8 +36,11 @@ def test_coefficients_cover_every_op_of_the_four_archs_for_each_measured_isa() -
                 assert all(c >= 0 for c in table[latency.subkind(op)]["coef"])
 
 
-def test_held_out_models_within_ten_percent() -> None:
-    rows = latency.check_counts(COUNTS, ("heldout",))
+@pytest.mark.parametrize("sets", [("heldout",), ("check",)])
+def test_models_not_fitted_within_ten_percent(sets: tuple[str, ...]) -> None:
+    """Held-out MobileNets, and the check models (TFLM's person_detect, MLPerf Tiny's DS-CNN with
+    its 10x4 convolution over one channel, a window no fitted model or probe has)."""
+    rows = latency.check_counts(COUNTS, sets)
     assert len(rows) >= 8
     assert {(r["isa"], r["kernels"]) for r in rows} >= {("armv7e-m", "cmsis_nn"), ("armv7e-m", "reference"),
                                                         ("rv32imc", "esp_nn"), ("rv32imc", "reference"),
@@ -123,3 +126,12 @@ def test_published_latencies_that_were_not_calibrated_on() -> None:
                 ("TFLM (96x96x1)", "rv32imc", "reference")]:
         r = rows[key]
         assert not r["calibrated"] and abs(r["error_pct"]) < 30, r
+
+
+@pytest.mark.parametrize("n_in,k,stride", [(49, 10, 2), (10, 4, 2), (96, 3, 2), (7, 7, 1), (5, 1, 1), (16, 5, 2)])
+def test_taps_inside_the_input_match_a_direct_count(n_in: int, k: int, stride: int) -> None:
+    """The im2col features: taps that read the image vs padding, under SAME and VALID padding."""
+    for n_out in {-(-n_in // stride), (n_in - k) // stride + 1}:
+        before = max((n_out - 1) * stride + k - n_in, 0) // 2
+        direct = sum(0 <= o * stride - before + j < n_in for o in range(n_out) for j in range(k))
+        assert latency._inside(n_in, n_out, k, stride) == direct

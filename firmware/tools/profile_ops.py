@@ -6,7 +6,8 @@
 Each model is an `arch:width:resolution[:channels[:classes]]` candidate, converted here with
 random weights and random calibration images as `pipeline models --convert` does
 (build_model, export_onnx, onnx_to_int8; ~10-20 s), `stem:IN:OUT:RESOLUTION` (the stem
-convolution alone with the head: a probe of the image-facing convolution), or `NAME=FILE.tflite`. Its model
+convolution alone with the head: a probe of the image-facing convolution), `conv:IN:OUT:KHxKW:RESOLUTION`
+(the same with a KHxKW stride-2 window), or `NAME=FILE.tflite`. Its model
 directory is written by `tools/tflm_model.py` (1 random test vector, the arena TFLM needs on
 the host + 10% + 8 KiB) under `--work` (default build/profile/). For every board:kernels the
 profiling firmware (`make run-qemu FW_PROFILE=1 FW_VECTORS=1`) prints each op's count for
@@ -89,7 +90,34 @@ def convert_stem(in_channels: int, out_channels: int, resolution: int, classes: 
     return to_int8(model, resolution, in_channels)
 
 
+def convert_conv(in_channels: int, out_channels: int, kh: int, kw: int, resolution: int, classes: int) -> bytes:
+    """A probe: one KHxKW stride-2 convolution (TF SAME padding, BN, ReLU6) over a square
+    image with the candidates' head, to measure image-facing convolutions with windows other
+    than the stems' 3x3 (what a TFLite model such as a keyword spotter's 10x4 convolution has)."""
+    import torch
+    from torch import nn
+
+    from pipeline.models.common import MobileNet
+
+    if resolution % 2:
+        sys.exit(f"error: conv probe resolution {resolution} is odd (the SAME padding here assumes an even one)")
+    th, tw = max(kh - 2, 0), max(kw - 2, 0)
+    torch.manual_seed(0)
+    stem = nn.Sequential(nn.ZeroPad2d((tw // 2, tw - tw // 2, th // 2, th - th // 2)),
+                         nn.Conv2d(in_channels, out_channels, (kh, kw), 2, 0, bias=False),
+                         nn.BatchNorm2d(out_channels), nn.ReLU6())
+    model = MobileNet([stem], out_channels, classes, 0.0).eval()
+    return to_int8(model, resolution, in_channels)
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    if spec.startswith("conv:"):
+        m = re.fullmatch(r"conv:(\d+):(\d+):(\d+)x(\d+):(\d+)", spec)
+        if not m:
+            sys.exit(f"error: model '{spec}' is not conv:IN_CHANNELS:OUT_CHANNELS:KHxKW:RESOLUTION")
+        cin, cout, kh, kw, res = (int(g) for g in m.groups())
+        return f"conv_c{cin}_{cout}_k{kh}x{kw}_{res}", {"conv": True, "channels": cin, "out_channels": cout,
+                                                        "kernel": [kh, kw], "resolution": res, "classes": 10}
     if spec.startswith("stem:"):
         p = spec.split(":")
         if len(p) != 4:
@@ -130,6 +158,9 @@ def model_dir(name: str, spec: dict[str, Any], work: Path) -> tuple[Path, bytes]
         t = time.time()
         if "tflite" in spec:
             buf = Path(spec["tflite"]).read_bytes()
+        elif spec.get("conv"):
+            buf = convert_conv(spec["channels"], spec["out_channels"], *spec["kernel"], spec["resolution"],
+                               spec["classes"])
         elif spec.get("stem"):
             buf = convert_stem(spec["channels"], spec["out_channels"], spec["resolution"], spec["classes"])
         else:
