@@ -124,6 +124,11 @@ class BoardProfile:
         arena may be placed there (arena_in_psram = true)."""
         return self.model_ram_bytes + (self.psram_bytes if self.arena_in_psram else 0)
 
+    def arena_in_psram_for(self, arena: int) -> bool:
+        """Whether an arena of this size must live in PSRAM: the profile allows it there and it
+        does not fit the internal RAM left for it (latency then pays latency.PSRAM_ARENA_SLOWDOWN)."""
+        return self.arena_in_psram and arena > self.model_ram_bytes
+
     def over_budget(self, arena: int, model: int) -> list[str]:
         """Why a model whose linked arena and C array have these sizes does not fit the board
         (empty when it fits): the one fit rule `fit`, `estimate` and the report share."""

@@ -232,9 +232,11 @@ def run_estimate(args: Any) -> int:
 
         board = load_board(args.board)
         assert est.graph is not None
-        ms = estimate_latency_ms(est.graph, board.core, board.clock_mhz, board.kernels)
+        psram = board.arena_in_psram_for(est.arena_linked)
+        ms = estimate_latency_ms(est.graph, board.core, board.clock_mhz, board.kernels, psram)
         fits = not board.over_budget(est.arena_linked, est.model_bytes)
-        print(f"  on {board.name} ({board.core}, {board.clock_mhz:g} MHz, {board.kernels}): ~{ms:,.1f} ms; "
+        print(f"  on {board.name} ({board.core}, {board.clock_mhz:g} MHz, {board.kernels}): ~{ms:,.1f} ms"
+              f"{' (arena in PSRAM)' if psram else ''}; "
               f"{'fits' if fits else 'does NOT fit'}: arena {est.arena_linked:,} of {board.arena_ram_bytes:,} B, "
               f"model {est.model_bytes:,} of {board.model_flash_bytes:,} B")
         out["board"] = {"name": board.name, "latency_ms": ms, "fits": fits}

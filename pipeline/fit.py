@@ -106,8 +106,8 @@ def board_rows(cands: list[Candidate], board: Any, max_latency_ms: float | None,
     for c in cands:
         est = estimate(c, margin)
         assert est.graph is not None
-        lat = estimate_latency_ms(est.graph, board.core, board.clock_mhz, board.kernels)
         ram, flash = est.arena_linked, est.model_bytes
+        lat = estimate_latency_ms(est.graph, board.core, board.clock_mhz, board.kernels, board.arena_in_psram_for(ram))
         why = board.over_budget(ram, flash)
         if max_latency_ms is not None and lat > max_latency_ms:
             why.append(f"latency {lat:,.0f} ms > {max_latency_ms:g} ms")

@@ -141,7 +141,8 @@ def _board_facts(cfg: BuildConfig, micro: dict[str, Any], tflite: Path) -> dict[
         "ram_headroom_bytes": b.arena_ram_bytes - arena, "flash_headroom_bytes": b.model_flash_bytes - model,
         "fits": not b.over_budget(arena, model),
         "latency_ms_estimated": round(estimate_latency_ms(from_tflite(tflite.read_bytes()), b.core, b.clock_mhz,
-                                                          b.kernels), 2),
+                                                          b.kernels, b.arena_in_psram_for(arena)), 2),
+        "arena_in_psram": b.arena_in_psram_for(arena),
         "overhead_source": b.overhead_source,
     }
 

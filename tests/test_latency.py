@@ -119,13 +119,28 @@ def test_mlperf_kws_graph_is_the_converted_ds_cnn() -> None:
 
 
 def test_published_latencies_that_were_not_calibrated_on() -> None:
-    """docs/LATENCY.md's table (b): the rows no CPI was fitted to, where within 30%."""
-    rows = {(r["model"].split()[0] + " " + r["model"].split()[2], r["core"], r["kernels"]): r
-            for r in latency.published_checks()}
-    for key in [("MLPerf VWW", "cortex-m4f", "cmsis_nn"), ("TFLM (96x96x1)", "rv32imc", "esp_nn"),
-                ("TFLM (96x96x1)", "rv32imc", "reference")]:
-        r = rows[key]
-        assert not r["calibrated"] and abs(r["error_pct"]) < 30, r
+    """docs/LATENCY.md's table (b): every row no CPI was fitted to is within 30%, but the one
+    miss it explains (the ESP32 without ESP-NN: one CPI per Xtensa core for two kernel sets)."""
+    rows = [r for r in latency.published_checks() if not r["calibrated"]]
+    assert len(rows) >= 8
+    assert {(r["core"], r["kernels"]) for r in rows} >= {("cortex-m4f", "cmsis_nn"), ("rv32imc", "esp_nn"),
+                                                         ("rv32imc", "reference"), ("xtensa-lx7", "esp_nn"),
+                                                         ("xtensa-lx7", "reference")}
+    bad = [r for r in rows if abs(r["error_pct"]) >= 30 and (r["core"], r["kernels"]) != ("xtensa-lx6", "reference")]
+    assert not bad, bad
+
+
+def test_an_arena_in_psram_costs_the_published_slowdown() -> None:
+    from pipeline.boards import load_board
+
+    b = load_board("esp32-s3-psram")
+    assert b.arena_in_psram and not b.arena_in_psram_for(b.model_ram_bytes)
+    assert b.arena_in_psram_for(b.model_ram_bytes + 1)
+    assert not load_board("esp32-s3").arena_in_psram_for(10**9)  # no PSRAM for the arena: it just does not fit
+    g = latency.mlperf_kws_graph()
+    inside = latency.estimate_latency_ms(g, "xtensa-lx7", 240, "esp_nn")
+    outside = latency.estimate_latency_ms(g, "xtensa-lx7", 240, "esp_nn", arena_in_psram=True)
+    assert outside / inside == pytest.approx(54 / 47)
 
 
 @pytest.mark.parametrize("n_in,k,stride", [(49, 10, 2), (10, 4, 2), (96, 3, 2), (7, 7, 1), (5, 1, 1), (16, 5, 2)])
