@@ -241,6 +241,15 @@ class Core:
 # Cortex-M4F at 120 MHz, TFLM v2.3.1 built with TAGS="cmsis-nn", mbed-os bare metal.
 MLPERF_TINY_L4R5ZI_KWS_MS = 1000 / 5.497  # median throughput 5.497 inferences/s
 MLPERF_TINY_L4R5ZI_VWW_MS = 1000 / 1.665  # median throughput 1.665 inferences/s
+# MLPerf Tiny v1.1, closed division, Krai: microTVM with CMSIS-NN (CMSIS-NN 51263182, 2022) on
+# NUCLEO-L4R5ZI (120 MHz) and nRF5340 DK (Cortex-M33, 128 MHz); mlcommons/tiny_results_v1.1,
+# closed/Krai/results/{NUCLEO-L4R5ZI,NRF5340-DK}_MICROTVM-CMSIS-NN/{kws,vww}/performance/results.txt.
+KRAI_MICROTVM_CMSIS_NN_MS = {"nucleo-l4r5zi": {"kws": 1000 / 10.019, "vww": 1000 / 3.324, "mhz": 120},
+                             "nrf5340-dk": {"kws": 1000 / 13.074, "vww": 1000 / 4.286, "mhz": 128}}
+# TFLM (2021, mbed) person detection on NUCLEO-F413ZH (Cortex-M4F, mbed's 100 MHz), with and
+# without CMSIS-NN: Samsung/ONE issue #7598, comment of 2021-09-15 ("invokation time" 386595 us
+# and 13005446 us).
+F413ZH_PERSON_DETECTION_MS = {"cmsis_nn": 386.595, "reference": 13005.446, "mhz": 100}
 # esp-tflite-micro README (1.4.0, ../shared/tflm/esp-tflite-micro/README.md), TFLM person
 # detection, time of invoke(), internal memory: (without ESP-NN, with ESP-NN, MHz).
 ESP_PERSON_DETECTION_MS = {"esp32": (4084, 380, 240), "esp32s3": (2300, 54, 240), "esp32c3": (3355, 426, 160)}
@@ -288,8 +297,10 @@ def _instructions(model: str, graph: OpGraph, isa: str, kernels: str) -> int:
 
 
 def _cortex_m4f_cpi() -> float:
-    """Calibrated: MLPerf Tiny's KWS latency on NUCLEO-L4R5ZI over DS-CNN's count under QEMU."""
-    cycles = MLPERF_TINY_L4R5ZI_KWS_MS * 1e-3 * 120e6
+    """Calibrated: Krai's MLPerf Tiny v1.1 KWS latency (microTVM + CMSIS-NN) on NUCLEO-L4R5ZI over
+    DS-CNN's count under QEMU."""
+    krai = KRAI_MICROTVM_CMSIS_NN_MS["nucleo-l4r5zi"]
+    cycles = krai["kws"] * 1e-3 * krai["mhz"] * 1e6
     return cycles / _instructions("mlperf_kws_ds_cnn", mlperf_kws_graph(), "armv7e-m", "cmsis_nn")
 
 
@@ -312,11 +323,11 @@ def _person_detect_graph() -> OpGraph:
 def cores() -> dict[str, Core]:
     """Each core: the measured instruction set it uses, its CPI and where that comes from."""
     m4 = _cortex_m4f_cpi()
-    src_m4 = (f"calibrated: MLPerf Tiny v0.5 keyword spotting (DS-CNN) on NUCLEO-L4R5ZI, {MLPERF_TINY_L4R5ZI_KWS_MS:.1f} "
-              "ms at 120 MHz (TFLM 2.3.1 + CMSIS-NN), over DS-CNN's armv7e-m CMSIS-NN count under QEMU "
-              "(firmware/tools/keras_ds_cnn.py, random weights); an effective CPI that also "
-              "absorbs that older TFLM / CMSIS-NN and the board's flash; not the visual wake words figure it is "
-              "checked against")
+    krai = KRAI_MICROTVM_CMSIS_NN_MS["nucleo-l4r5zi"]
+    src_m4 = (f"calibrated: MLPerf Tiny v1.1 keyword spotting (DS-CNN) on NUCLEO-L4R5ZI, Krai's microTVM + "
+              f"CMSIS-NN (2022), {krai['kws']:.1f} ms at 120 MHz, over DS-CNN's armv7e-m CMSIS-NN count under "
+              "QEMU (firmware/tools/keras_ds_cnn.py, random weights); includes the board's flash wait states; "
+              "not the visual wake words, nRF5340 or NUCLEO-F413ZH figures it is checked against")
 
     def via_coremark(core: str) -> float:
         return m4 * COREMARK_PER_MHZ["cortex-m4f"] / COREMARK_PER_MHZ[core]
@@ -429,12 +440,35 @@ def published_checks() -> list[dict[str, Any]]:
     table = _cores_cached()
     rows = [
         {"model": "MLPerf Tiny KWS DS-CNN", "board": "NUCLEO-L4R5ZI (Cortex-M4F 120 MHz)", "core": "cortex-m4f",
-         "mhz": 120, "kernels": "cmsis_nn", "published_ms": MLPERF_TINY_L4R5ZI_KWS_MS,
-         "source": "MLPerf Tiny v0.5 reference (5.497 inf/s)", "graph": mlperf_kws_graph(),
+         "mhz": 120, "kernels": "cmsis_nn", "published_ms": KRAI_MICROTVM_CMSIS_NN_MS["nucleo-l4r5zi"]["kws"],
+         "source": "MLPerf Tiny v1.1, Krai, microTVM + CMSIS-NN (10.019 inf/s)", "graph": mlperf_kws_graph(),
          "calibrated": "cortex-m4f CPI"},
         {"model": "MLPerf Tiny VWW MobileNetV1 0.25 96x96x3", "board": "NUCLEO-L4R5ZI (Cortex-M4F 120 MHz)",
+         "core": "cortex-m4f", "mhz": 120, "kernels": "cmsis_nn",
+         "published_ms": KRAI_MICROTVM_CMSIS_NN_MS["nucleo-l4r5zi"]["vww"],
+         "source": "MLPerf Tiny v1.1, Krai, microTVM + CMSIS-NN (3.324 inf/s)", "graph": vww, "calibrated": ""},
+        {"model": "MLPerf Tiny KWS DS-CNN", "board": "nRF5340 DK (Cortex-M33 128 MHz)", "core": "cortex-m33",
+         "mhz": 128, "kernels": "cmsis_nn", "published_ms": KRAI_MICROTVM_CMSIS_NN_MS["nrf5340-dk"]["kws"],
+         "source": "MLPerf Tiny v1.1, Krai, microTVM + CMSIS-NN (13.074 inf/s)", "graph": mlperf_kws_graph(),
+         "calibrated": ""},
+        {"model": "MLPerf Tiny VWW MobileNetV1 0.25 96x96x3", "board": "nRF5340 DK (Cortex-M33 128 MHz)",
+         "core": "cortex-m33", "mhz": 128, "kernels": "cmsis_nn",
+         "published_ms": KRAI_MICROTVM_CMSIS_NN_MS["nrf5340-dk"]["vww"],
+         "source": "MLPerf Tiny v1.1, Krai, microTVM + CMSIS-NN (4.286 inf/s)", "graph": vww, "calibrated": ""},
+        {"model": "TFLM person_detect (96x96x1)", "board": "NUCLEO-F413ZH (Cortex-M4F 100 MHz)",
+         "core": "cortex-m4f", "mhz": 100, "kernels": "cmsis_nn", "published_ms": F413ZH_PERSON_DETECTION_MS["cmsis_nn"],
+         "source": "TFLM 2021 + CMSIS-NN, Samsung/ONE #7598", "graph": pd, "calibrated": ""},
+        {"model": "TFLM person_detect (96x96x1)", "board": "NUCLEO-F413ZH (Cortex-M4F 100 MHz)",
+         "core": "cortex-m4f", "mhz": 100, "kernels": "reference", "published_ms": F413ZH_PERSON_DETECTION_MS["reference"],
+         "source": "TFLM 2021, Samsung/ONE #7598", "graph": pd, "calibrated": "", "miss": "reference kernels"},
+        {"model": "MLPerf Tiny KWS DS-CNN", "board": "NUCLEO-L4R5ZI (Cortex-M4F 120 MHz)", "core": "cortex-m4f",
+         "mhz": 120, "kernels": "cmsis_nn", "published_ms": MLPERF_TINY_L4R5ZI_KWS_MS,
+         "source": "MLPerf Tiny v0.5 reference, TFLM 2.3.1 (5.497 inf/s)", "graph": mlperf_kws_graph(),
+         "calibrated": "", "miss": "2020 stack"},
+        {"model": "MLPerf Tiny VWW MobileNetV1 0.25 96x96x3", "board": "NUCLEO-L4R5ZI (Cortex-M4F 120 MHz)",
          "core": "cortex-m4f", "mhz": 120, "kernels": "cmsis_nn", "published_ms": MLPERF_TINY_L4R5ZI_VWW_MS,
-         "source": "MLPerf Tiny v0.5 reference (1.665 inf/s)", "graph": vww, "calibrated": ""},
+         "source": "MLPerf Tiny v0.5 reference, TFLM 2.3.1 (1.665 inf/s)", "graph": vww, "calibrated": "",
+         "miss": "2020 stack"},
     ]
     for chip, core in (("esp32", "xtensa-lx6"), ("esp32s3", "xtensa-lx7"), ("esp32c3", "rv32imc")):
         ref_ms, nn_ms, mhz = ESP_PERSON_DETECTION_MS[chip]
@@ -444,7 +478,8 @@ def published_checks() -> list[dict[str, Any]]:
                 cal = f"{core} CPI"
             rows.append({"model": "TFLM person_detect (96x96x1)", "board": f"{chip.upper()} ({mhz} MHz)",
                          "core": core, "mhz": mhz, "kernels": kernels, "published_ms": ms,
-                         "source": "esp-tflite-micro README", "graph": pd, "calibrated": cal})
+                         "source": "esp-tflite-micro README", "graph": pd, "calibrated": cal,
+                         **({"miss": "reference kernels"} if (core, kernels) == ("xtensa-lx6", "reference") else {})})
     rows.append({"model": "TFLM person_detect (96x96x1)", "board": "ESP32S3 (240 MHz), internal RAM",
                  "core": "xtensa-lx7", "mhz": 240, "kernels": "esp_nn",
                  "published_ms": ESP32S3_PERSON_DETECTION_INTERNAL_MS, "source": "ESP-NN README note",

@@ -119,15 +119,17 @@ def test_mlperf_kws_graph_is_the_converted_ds_cnn() -> None:
 
 
 def test_published_latencies_that_were_not_calibrated_on() -> None:
-    """docs/LATENCY.md's table (b): every row no CPI was fitted to is within 30%, but the one
-    miss it explains (the ESP32 without ESP-NN: one CPI per Xtensa core for two kernel sets)."""
+    """docs/LATENCY.md's table (b): every row no CPI was fitted to is within 30%, but the misses
+    it explains (marked: reference kernels on the ESP32 and the NUCLEO-F413ZH, whose load-heavy
+    loops run at a higher CPI; MLPerf Tiny v0.5's 2020 TFLM)."""
     rows = [r for r in latency.published_checks() if not r["calibrated"]]
-    assert len(rows) >= 8
-    assert {(r["core"], r["kernels"]) for r in rows} >= {("cortex-m4f", "cmsis_nn"), ("rv32imc", "esp_nn"),
-                                                         ("rv32imc", "reference"), ("xtensa-lx7", "esp_nn"),
-                                                         ("xtensa-lx7", "reference")}
-    bad = [r for r in rows if abs(r["error_pct"]) >= 30 and (r["core"], r["kernels"]) != ("xtensa-lx6", "reference")]
+    assert len(rows) >= 12
+    assert {(r["core"], r["kernels"]) for r in rows} >= {("cortex-m4f", "cmsis_nn"), ("cortex-m33", "cmsis_nn"),
+                                                         ("rv32imc", "esp_nn"), ("rv32imc", "reference"),
+                                                         ("xtensa-lx7", "esp_nn"), ("xtensa-lx7", "reference")}
+    bad = [r for r in rows if abs(r["error_pct"]) >= 30 and not r.get("miss")]
     assert not bad, bad
+    assert len([r for r in rows if r.get("miss")]) <= 4
 
 
 def test_an_arena_in_psram_costs_the_published_slowdown() -> None:
