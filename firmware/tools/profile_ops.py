@@ -77,23 +77,11 @@ def convert_candidate(arch: str, width: float, resolution: int, channels: int, c
     return to_int8(build_model(arch, width, classes, channels, resolution).eval(), resolution, channels)
 
 
-def convert_stem(in_channels: int, out_channels: int, resolution: int, classes: int) -> bytes:
-    """A probe: the candidates' stem alone (3x3 stride-2 convolution, BN, ReLU6) with their head
-    (average pool, linear), to measure the image-facing convolution at output widths and input
-    channels the candidates' stems do not span."""
-    import torch
-
-    from pipeline.models.common import ConvBNAct, MobileNet
-
-    torch.manual_seed(0)
-    model = MobileNet([ConvBNAct(in_channels, out_channels, 3, 2)], out_channels, classes, 0.0).eval()
-    return to_int8(model, resolution, in_channels)
-
-
 def convert_conv(in_channels: int, out_channels: int, kh: int, kw: int, resolution: int, classes: int) -> bytes:
-    """A probe: one KHxKW stride-2 convolution (TF SAME padding, BN, ReLU6) over a square
-    image with the candidates' head, to measure image-facing convolutions with windows other
-    than the stems' 3x3 (what a TFLite model such as a keyword spotter's 10x4 convolution has)."""
+    """A probe: one KHxKW stride-2 convolution (TF SAME padding, BN, ReLU6) over a square image
+    with the candidates' head (average pool, linear). 3x3 is the candidates' stem (`stem:`
+    specs), measured at output widths and input channels the candidates do not span; other
+    windows are image-facing convolutions such as a keyword spotter's 10x4."""
     import torch
     from torch import nn
 
@@ -162,7 +150,7 @@ def model_dir(name: str, spec: dict[str, Any], work: Path) -> tuple[Path, bytes]
             buf = convert_conv(spec["channels"], spec["out_channels"], *spec["kernel"], spec["resolution"],
                                spec["classes"])
         elif spec.get("stem"):
-            buf = convert_stem(spec["channels"], spec["out_channels"], spec["resolution"], spec["classes"])
+            buf = convert_conv(spec["channels"], spec["out_channels"], 3, 3, spec["resolution"], spec["classes"])
         else:
             buf = convert_candidate(spec["arch"], spec["width"], spec["resolution"], spec["channels"], spec["classes"])
         tfl.write_bytes(buf)
