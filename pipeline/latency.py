@@ -71,8 +71,7 @@ def features(op: Op) -> list[float]:
     out_positions = math.prod(op.out_shape[1:-1]) if len(op.out_shape) == 4 else 1
     channels = op.out_shape[-1] if op.out_shape else 1
     conv = op.kind == "CONV_2D" and len(op.weight_shape) == 4 and len(op.in_shape) == 4
-    taps = tail = im2col = padded = inside_macs = 0.0
-    window = 0.0
+    taps = window = tail = im2col = padded = inside_macs = 0.0
     if conv:
         cout, kh, kw, cin = op.weight_shape
         taps = op.macs / cin  # output elements x kernel window
@@ -428,7 +427,8 @@ def estimate_latency_ms(graph: OpGraph, core: str, clock_mhz: float, kernels: st
         plain_c = True
     else:
         instr = estimate_instructions(graph, c.isa, k)
-    return instr * c.cpi * (plain_c_factor() if plain_c else 1.0) / (clock_mhz * 1e3) * (PSRAM_ARENA_SLOWDOWN if arena_in_psram else 1.0)
+    cpi = c.cpi * (plain_c_factor() if plain_c else 1.0)
+    return instr * cpi / (clock_mhz * 1e3) * (PSRAM_ARENA_SLOWDOWN if arena_in_psram else 1.0)
 
 
 # ----------------------------------------------------------------------------------------
