@@ -59,6 +59,10 @@ class BuildConfig:
     # which share of the training images is held out for validation: fold k is the k-th
     # val_fraction of one shuffle (0, the default, the first); fit validates its proxies on several
     val_fold: int = opt(0, TRAIN)
+    # what the validation split holds out: "photo", photos at random (whole photos with their
+    # exported copies); "source", whole sources (the subfolders of a class folder, or the file
+    # names' prefixes: data.file_source), to score models on cameras they did not train on
+    val_by: str = opt("photo", TRAIN, choices=["photo", "source"])
     patience: int = opt(10, TRAIN)  # early stopping: epochs without a validation score as good as the best
     # which epoch's weights are kept: "within_se", the latest whose validation top-1 is within
     # one standard error of the best so far (scores closer than that are noise on a small
@@ -129,6 +133,8 @@ class BuildConfig:
             raise PipelineError(f"memory_plan must be 'offline' or 'tflm', got '{self.memory_plan}'")
         if self.checkpoint not in ("within_se", "best"):
             raise PipelineError(f"checkpoint must be 'within_se' or 'best', got '{self.checkpoint}'")
+        if self.val_by not in ("photo", "source"):
+            raise PipelineError(f"val_by must be 'photo' or 'source', got '{self.val_by}'")
         if self.qat not in ("auto", "on", "off"):
             raise PipelineError(f"qat must be 'auto', 'on' or 'off', got '{self.qat}'")
         if not self.width > 0:

@@ -276,6 +276,60 @@ def stratified_indices(
     return np.sort(keep), np.sort(held)
 
 
+# Photos from one camera, video or collection look alike (light, background, lens, framing),
+# and a validation split of random photos has their siblings in training: it measures how well
+# a model knows the sources it trained on. Holding out whole sources measures how it does on a
+# camera it has not seen, which is what a deployment is. A file's source is the subfolder it
+# is in inside its class folder or, in a flat class folder, its name up to the first digit, less
+# the class name (IMG_0042.jpg: "IMG"; rock.egohands-public-1623712821.jpg: "egohands-public";
+# 0042.png: "", files named by a number alone).
+_SOURCE_SEPARATORS = " ._-"
+MAX_HELD_SOURCE = 0.25  # a source with more of the training images stays in training
+
+
+def file_source(path: str | Path, class_name: str) -> str:
+    p = Path(path)
+    parts = p.parts
+    at = max((i for i, part in enumerate(parts[:-1]) if part == class_name), default=-1)
+    if 0 <= at < len(parts) - 2:
+        return parts[at + 1]
+    m = _ROBOFLOW_COPY.match(p.name)
+    name = m.group(1) if m else p.stem
+    if name.lower().startswith(class_name.lower()) and name[len(class_name):len(class_name) + 1] in tuple(_SOURCE_SEPARATORS):
+        name = name[len(class_name) + 1:]
+    return re.split(r"\d", name, maxsplit=1)[0].rstrip(_SOURCE_SEPARATORS)
+
+
+def file_sources(paths: list[str] | list[Path], labels: np.ndarray, classes: list[str]) -> list[str]:
+    """`file_source` of each file of a split (its label indexes `classes`)."""
+    return [file_source(p, classes[y]) for p, y in zip(paths, labels, strict=True)]
+
+
+def source_folds(sources: list[str], fraction: float) -> list[np.ndarray]:
+    """Validation folds that hold out whole sources (see `file_source`): the sources, largest
+    first, each with at most MAX_HELD_SOURCE of the images, packed in order into folds of at least
+    `fraction` of the images (a last fold under half that joins the one before). Each fold: the
+    sorted indices it holds out. Empty when there is not one source to hold out."""
+    sizes: dict[str, int] = {}
+    for s in sources:
+        sizes[s] = sizes.get(s, 0) + 1
+    if len(sizes) < 2:
+        return []
+    target = max(1.0, fraction * len(sources))
+    order = sorted((s for s, n in sizes.items() if n <= MAX_HELD_SOURCE * len(sources)), key=lambda s: (-sizes[s], s))
+    folds: list[list[str]] = [[]]
+    filled = 0  # images in the last fold
+    for s in order:
+        if filled >= target:
+            folds.append([])
+            filled = 0
+        folds[-1].append(s)
+        filled += sizes[s]
+    if len(folds) > 1 and filled < target / 2:
+        folds[-2].extend(folds.pop())
+    return [np.flatnonzero(np.isin(np.asarray(sources), f)) for f in folds if f]
+
+
 def _split_indices(
     labels: np.ndarray, fraction: float, seed: int, groups: list[str] | None, at_least_one: bool = False,
     fold: int = 0,

@@ -24,7 +24,7 @@ from . import distributed
 from .augment import to_input, training_batch
 from .checkpoint import CHECKPOINT, QAT_STATE, TRAIN_STATE, keeps, load_torch_file, save, train_signature
 from .config import BuildConfig
-from .data import Prepared, preprocess_spec, source_group, stratified_indices
+from .data import Prepared, file_sources, preprocess_spec, source_folds, source_group, stratified_indices
 from .errors import PipelineError
 from .models import build_model
 from .preprocess import Preprocess
@@ -118,6 +118,19 @@ class Split:
     y_val: np.ndarray
 
 
+def source_fold(prepared: Prepared, fraction: float, fold: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, held) for validation fold `fold` of whole sources (data.source_folds)."""
+    tr, classes = prepared.train, prepared.dataset.classes
+    folds = source_folds(file_sources(tr.paths, tr.labels, classes), fraction)
+    if fold >= len(folds):
+        raise PipelineError(
+            f"val_by source: the training images have {len(folds)} validation fold(s) of whole sources, not "
+            f"{fold + 1} (sources are the subfolders of a class folder, or file names up to their first digit: "
+            "`python -m pipeline fit ... --folds N` with fewer, or val_by photo)")
+    held = folds[fold]
+    return np.setdiff1d(np.arange(len(tr.labels)), held), held
+
+
 def _start(cfg: BuildConfig, prepared: Prepared | None, rank: int, world: int) -> tuple[torch.device, Split]:
     """Seeds, device and threads; the training split less a validation split."""
     device = distributed.pick_device(rank)
@@ -129,8 +142,11 @@ def _start(cfg: BuildConfig, prepared: Prepared | None, rank: int, world: int) -
     if prepared is None:
         prepared = distributed.prepare_once(cfg, spec, rank, world)
     tr = prepared.train
-    keep, held = stratified_indices(tr.labels, cfg.val_fraction, cfg.seed, [source_group(p) for p in tr.paths],
-                                    fold=cfg.val_fold)
+    if cfg.val_by == "source":
+        keep, held = source_fold(prepared, cfg.val_fraction, cfg.val_fold)
+    else:
+        keep, held = stratified_indices(tr.labels, cfg.val_fraction, cfg.seed, [source_group(p) for p in tr.paths],
+                                        fold=cfg.val_fold)
     if len(held) == 0:
         keep, held = np.arange(len(tr.labels)), np.arange(len(tr.labels))
     x_val, y_val = tr.images[held], tr.labels[held]  # validated as tested: at the model's size

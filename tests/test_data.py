@@ -12,9 +12,11 @@ from PIL import Image
 from pipeline.data import (
     SHAPES,
     discover,
+    file_source,
     generate_default,
     load_arrays,
     render_shape,
+    source_folds,
     source_group,
     stratified_indices,
 )
@@ -100,6 +102,32 @@ def test_validation_folds_are_disjoint_whole_photos_and_fold_0_is_the_default_sp
         assert not {groups[i] for i in keep} & {groups[i] for i in h}
         assert all(not held[k] & held[j] for j in range(k))
     assert set().union(*held) == set(range(300))  # ten folds of a tenth: every image validated once
+
+
+def test_a_files_source_is_its_subfolder_or_its_name_up_to_the_first_digit() -> None:
+    assert file_source("d/training/rock/IMG_0042.jpg", "rock") == "IMG"
+    assert file_source("d/rock/rock.egohands-public-1623712821274_png_jpg.rf.45697415f16bc2d1bb3_01722.jpg",
+                       "rock") == "egohands-public"
+    assert file_source("d/rock/rock.0001_png.rf.5e009a9ec5fbf7a8e856ba7f413996af_01895.jpg", "rock") == ""
+    assert file_source("d/scissors/scissors.scissors_jpg.rf.fc0c3b2ad6e04b4bbd7e5c1b0e5a8b4c.jpg",
+                       "scissors") == "scissors_jpg"  # a Roboflow copy: the photo's name, less the class
+    assert file_source("d/rock/webcam.jpg", "rock") == "webcam"
+    assert file_source("d/rock/phone/IMG_0042.jpg", "rock") == "phone"  # a subfolder names the source
+    assert file_source("d/rock/phone/old/IMG_0042.jpg", "rock") == "phone"
+
+
+def test_source_folds_hold_out_whole_sources_largest_first_never_the_main_one() -> None:
+    sizes = {"big": 50, "b": 15, "c": 9, "d": 6, "e": 4, "f": 1}  # 85 images, target 8.5 a fold
+    sources = [s for s, n in sizes.items() for _ in range(n)]
+    folds = source_folds(sources, 0.1)
+    held = [sorted({sources[i] for i in f}) for f in folds]
+    # "big" (59% > a quarter) stays in training; b and c alone are a tenth each; d + e make one;
+    # f (1 image, under half a tenth) joins the fold before
+    assert held == [["b"], ["c"], ["d", "e", "f"]]
+    assert all(np.array_equal(f, np.sort(f)) for f in folds)
+    assert sum(len(f) for f in folds) == 35 and len(set().union(*map(set, folds))) == 35
+    assert source_folds(["IMG"] * 20, 0.1) == []  # one source: nothing to hold out
+    assert [f.tolist() for f in source_folds(["IMG"] * 20 + ["big"] * 80, 0.1)] == [list(range(20))]
 
 
 def test_test_split_missing_a_class_is_noted(tmp_path: Path) -> None:
