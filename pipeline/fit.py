@@ -49,6 +49,19 @@ OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "ram": "minimize"}
 # than by final accuracy, 3: that stops the clear losers (from scratch, 40 points behind).
 RACE_Z = 2.0
 EARLY_RACE_Z = 3.0
+# With --val-by source, a fold's score swings by up to 17 points from one epoch to the next on the
+# same images (rps: V1 0.25 192 px, 52 -> 69 -> 65 -> 58 -> 58%; docs/FIT.md): how a model does on
+# a camera it has not seen depends on where training happens to be more than on the sampling of
+# the images, so the binomial standard error racing assumes understates the noise several times
+# and racing is off. The best epoch's score would be the luckiest of those swings: a fold scores
+# the mean of its last SETTLED_EPOCHS epochs instead (all of them, in a shorter proxy).
+SETTLED_EPOCHS = 3
+
+
+def settled(curve: list[float]) -> float:
+    """A fold's score under --val-by source: the mean validation top-1 of its last epochs."""
+    tail = curve[-SETTLED_EPOCHS:]
+    return sum(tail) / len(tail)
 
 
 @dataclass
@@ -169,7 +182,7 @@ def proxy_fold(row: Row, args: argparse.Namespace, trial_dir: Path, fold: int, p
     c = row.candidate
     cfg = make_config(args.config, data=args.data, out=str(trial_dir / f"fold{fold}"), arch=c.arch, width=c.width,
                       resolution=c.resolution, color=c.color, epochs=args.proxy_epochs, seed=args.seed,
-                      pretrained=pretrained_for(c, args.pretrained), val_fold=fold)
+                      pretrained=pretrained_for(c, args.pretrained), val_fold=fold, val_by=args.val_by)
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     try:
@@ -178,9 +191,11 @@ def proxy_fold(row: Row, args: argparse.Namespace, trial_dir: Path, fold: int, p
         ckpt = None
     if ckpt is None or ckpt.get("config") != cfg.to_dict() or "best_val_acc" not in ckpt:
         ckpt = train(cfg, prepared, stop=stop)
-    return {"val_acc": float(ckpt["best_val_acc"]), "seconds": round(time.time() - t0, 1),
+    curve = [h["val_acc"] for h in ckpt["history"]]
+    score = settled(curve) if args.val_by == "source" else float(ckpt["best_val_acc"])
+    return {"val_acc": score, "seconds": round(time.time() - t0, 1),
             "weights_from": ckpt["weights_from"], "val_images": ckpt["dataset"]["val_images"],
-            "curve": [round(h["val_acc"], 2) for h in ckpt["history"]], "stopped": ckpt.get("stopped", "")}
+            "curve": [round(a, 2) for a in curve], "stopped": ckpt.get("stopped", "")}
 
 
 def race_margin(accuracy: float, n: int, z: float = RACE_Z) -> float:
@@ -303,8 +318,9 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
             why = raced_out(row, val_acc, n_val, rivals, objectives, EARLY_RACE_Z)
             return f"raced out at epoch {epoch} of the first fold: {why}" if why else ""
 
+        racing = args.val_by != "source"  # SETTLED_EPOCHS
         for fold in range(args.folds):
-            r = proxy_fold(row, args, fit_dir / "trials" / name, fold, prepared, early if fold == 0 else None)
+            r = proxy_fold(row, args, fit_dir / "trials" / name, fold, prepared, early if fold == 0 and racing else None)
             if fold == 0:
                 proxy["curve"] = r["curve"]
             proxy["folds"].append(round(r["val_acc"], 2))
@@ -316,7 +332,7 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
             log(f"fit: {name}: fold {fold}: validation top-1 {r['val_acc']:.2f}% (mean {proxy['val_acc']:.2f}% "
                 f"on {proxy['val_images']} images) in {r['seconds']:.0f}s ({r['weights_from']})")
             why = r["stopped"]
-            if not why and fold + 1 < args.folds:
+            if not why and fold + 1 < args.folds and racing:
                 k = len(proxy["folds"])
                 rivals = [(rv, sum(p["folds"][:k]) / k) for rv, p in others() if len(p["folds"]) >= k]
                 why = raced_out(row, proxy["val_acc"], proxy["val_images"], rivals, objectives)
@@ -369,7 +385,7 @@ def choose(rows: list[Row]) -> Row:
     return best
 
 
-def other_colour(rows: list[Row], chosen: Row) -> str:
+def other_colour(rows: list[Row], chosen: Row, val_by: str = "photo") -> str:
     """How the best candidate of the other colour, validated on as many folds, compares with the
     choice: grey and RGB tied on validation can differ on photos from another camera (docs/FIT.md,
     rps), so fit.md says when the colour was a close call. Empty when no such candidate was tried."""
@@ -381,15 +397,23 @@ def other_colour(rows: list[Row], chosen: Row) -> str:
         return ""
     best = max(others, key=lambda r: (r.proxy["val_acc"], -r.latency_ms))
     gap = chosen.proxy["val_acc"] - best.proxy["val_acc"]
+    colour = {"rgb": "RGB", "gray": "grey"}[best.candidate.color]
+    if val_by == "source":  # no standard error to claim (SETTLED_EPOCHS): the folds side by side
+        def fold_text(r: Row) -> str:
+            return "/".join(f"{f:.1f}" for f in r.proxy["folds"])
+
+        ahead = sum(a > b for a, b in zip(chosen.proxy["folds"], best.proxy["folds"], strict=True))
+        return (f"The best {colour} candidate on the same {folds} fold(s) of whole sources, {best.candidate.name}, "
+                f"is {gap:.2f} points behind ({fold_text(best)} against {fold_text(chosen)}: behind on {ahead} of "
+                f"{folds} folds).")
     se = race_margin(chosen.proxy["val_acc"], n, z=1)
     told = "told apart" if gap > RACE_Z * se else "not told apart"
-    colour = {"rgb": "RGB", "gray": "grey"}[best.candidate.color]
     text = (f"The best {colour} candidate on the same {folds} fold(s), {best.candidate.name}, is {gap:.2f} points "
             f"behind ({gap / se:.1f} standard errors of the difference on {n} images: {told}).")
-    if told == "not told apart":
+    if told == "not told apart" and val_by == "photo":
         text += (" The validation images are a share of your training photos; if the camera you deploy with "
-                 f"differs from them, colour can matter more than they show: `--colors {best.candidate.color}` "
-                 "searches that colour only.")
+                 "differs from them, colour can matter more than they show: `--val-by source` validates on "
+                 f"sources (cameras) left out of training, `--colors {best.candidate.color}` searches that colour only.")
     return text
 
 
@@ -400,7 +424,7 @@ def other_colour(rows: list[Row], chosen: Row) -> str:
 def write_outputs(rows: list[Row], board: Any, args: argparse.Namespace, fit_dir: Path,
                   chosen: Row | None, extra: dict[str, Any]) -> None:
     doc = {"board": board_dict(board), "data": args.data, "max_latency_ms": args.max_latency_ms,
-           "proxy_epochs": args.proxy_epochs, "folds": args.folds, "trials": args.trials, "time_budget_min": args.time_budget,
+           "proxy_epochs": args.proxy_epochs, "folds": args.folds, "val_by": args.val_by, "trials": args.trials, "time_budget_min": args.time_budget,
            "chosen": chosen.candidate.name if chosen else None, **extra,
            "candidates": [r.to_dict() for r in rows]}
     atomic_write_text(fit_dir / "fit.json", json.dumps(doc, indent=1) + "\n")
@@ -444,12 +468,18 @@ def markdown(rows: list[Row], board: Any, args: argparse.Namespace, chosen: Row 
         lines.append(f"| {name} | {r.est.params:,} | {r.est.macs:,} | {r.flash:,} | {r.ram:,} "
                      f"| {r.latency_ms:,.1f} | {acc} | {'yes' if r.pareto else ''} "
                      f"| {r.dropped or (r.proxy or {}).get('stopped', '')} |")
+    held = ("whole sources (cameras, videos, collections) of the training images, largest first, each at least a "
+            "tenth of them" if args.val_by == "source" else "another tenth of the training images")
     lines += ["", "Estimates: pipeline/estimate.py (bytes, arena) and pipeline/latency.py (latency); proxy top-1 is "
-              "the mean over validation folds (each another tenth of the training images, held out of that fold's "
-              "short training), never the test set. A candidate stops after a fold when a rival on the same folds "
-              f"is ahead by more than {RACE_Z:g} standard errors of the difference ({EARLY_RACE_Z:g} within the first "
-              "fold, epoch by epoch); the choice is the best of those "
-              "validated on the most folds.", ""]
+              f"the mean over validation folds (each {held}, held out of that fold's "
+              "short training), never the test set. "
+              + (f"A fold scores the mean of its last {SETTLED_EPOCHS} epochs; no racing (on sources left out of "
+                 "training, a score swings more from one epoch to the next than a standard error on that many "
+                 "images says); the choice is the best of those validated on the most folds."
+                 if args.val_by == "source" else
+                 "A candidate stops after a fold when a rival on the same folds "
+                 f"is ahead by more than {RACE_Z:g} standard errors of the difference ({EARLY_RACE_Z:g} within the "
+                 "first fold, epoch by epoch); the choice is the best of those validated on the most folds."), ""]
     return "\n".join(lines)
 
 
@@ -489,16 +519,30 @@ def plot_pareto(rows: list[Row], path: Path, board: Any) -> None:
 # ----------------------------------------------------------------------------------------
 
 
-def data_colors(data: str) -> tuple[list[str], int]:
-    """The colours the data allows (grey images: grey only) and its number of classes."""
+def data_colors(ds: Any) -> list[str]:
+    """The colours the data (a data.Dataset) allows: grey images, grey only."""
     from PIL import Image
 
-    from .data import discover
-
-    ds = discover(data, 1, 0.2, 0)
     sample = ds.train.paths[:: max(1, len(ds.train.paths) // 20)]
     grey = bool(sample) and all(Image.open(f).mode in ("1", "L", "LA", "I", "I;16") for f in sample)
-    return (["gray"] if grey else list(COLORS)), len(ds.classes)
+    return ["gray"] if grey else list(COLORS)
+
+
+def source_fold_count(args: argparse.Namespace, ds: Any, val_fraction: float) -> int:
+    """How many validation folds of whole sources the training images (of `ds`, a data.Dataset)
+    make (--val-by source); raises when there is not one."""
+    from .data import file_sources, source_folds
+
+    sources = file_sources(ds.train.paths, ds.train.labels, ds.classes)
+    n = len(source_folds(sources, val_fraction))
+    if n == 0:
+        raise PipelineError(f"--val-by source: the training images of {args.data} come from {len(set(sources))} "
+                            "source(s) (subfolders of the class folders, or file names up to their first digit), "
+                            "none of which can be held out: put each camera's photos in a subfolder of each class "
+                            "folder, or use --val-by photo")
+    if n < args.folds:
+        log(f"fit: --val-by source: {n} fold(s) of whole sources, not {args.folds}")
+    return n
 
 
 def run_fit(args: argparse.Namespace) -> int:
@@ -509,8 +553,16 @@ def run_fit(args: argparse.Namespace) -> int:
         raise PipelineError("fit needs your images: --data DIR (class folders, as for `python -m pipeline build`)")
     if not Path(args.data).is_dir():
         raise PipelineError(f"--data {args.data}: no such folder")
-    colors, classes = data_colors(args.data)
+    from .config import make_config
+    from .data import discover
+
+    cfg = make_config(args.config, data=args.data, seed=args.seed)  # as the proxy trainings split the data
+    ds = discover(args.data, 1, cfg.test_fraction, cfg.seed)
+    classes = len(ds.classes)
+    colors = data_colors(ds)
     colors = [c for c in parse_list(args.colors, str, "colors") if c in colors] or colors
+    if args.val_by == "source":
+        args.folds = min(args.folds, source_fold_count(args, ds, cfg.val_fraction))
     out = Path(args.out)
     fit_dir = out / FIT_DIR
     fit_dir.mkdir(parents=True, exist_ok=True)
@@ -521,20 +573,20 @@ def run_fit(args: argparse.Namespace) -> int:
     if all(r.dropped for r in rows):
         write_outputs(rows, board, args, fit_dir, None, {"estimate_seconds": round(time.time() - t0, 1)})
         raise PipelineError(nothing_fits(rows, board))
-    study_name = args.study_name or f"fit-{board.name}-{Path(args.data).resolve().name}"
+    study_name = args.study_name or (f"fit-{board.name}-{Path(args.data).resolve().name}"
+                                     + ("-by-source" if args.val_by == "source" else ""))
     t1 = time.time()
     searched = search(rows, args, fit_dir, study_name)
     chosen = choose(rows)
     extra = {"estimate_seconds": round(t1 - t0, 1), "search_seconds": round(searched, 1),
              "study": study_name, "storage": args.storage or str(fit_dir / "study.db")}
-    extra["other_colour"] = other_colour(rows, chosen)
+    extra["other_colour"] = other_colour(rows, chosen, args.val_by)
     write_outputs(rows, board, args, fit_dir, chosen, extra)
     log(f"fit: chose {chosen.candidate.name}; {fit_dir}/fit.md")
     if extra["other_colour"]:
         log(f"fit: {extra['other_colour']}")
     if args.no_build:
         return 0
-    from .config import make_config
     from .outdir import locked
     from .runner import run_build
 
@@ -567,7 +619,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--proxy-epochs", type=int, default=5, help="epochs of each proxy training (default 5)")
     p.add_argument("--folds", type=int, default=3,
                    help="validation folds per candidate (default 3): each a proxy training validated on another "
-                        "tenth of the training images; a candidate clearly behind a rival after a fold stops there")
+                        "tenth of the training images; a candidate clearly behind a rival after a fold stops there "
+                        "(not with --val-by source)")
+    p.add_argument("--val-by", choices=["photo", "source"], default="photo",
+                   help="what each validation fold holds out: photo (default), a tenth of the training photos at "
+                        "random; source, whole sources (cameras, videos, collections: the subfolders of a class "
+                        "folder, or the file names up to their first digit), the largest first, so that candidates "
+                        "are scored on sources they did not train on")
     p.add_argument("--objectives", default="accuracy",
                    help="what the sampler optimises: accuracy (default: TPE goes for the most accurate model that "
                         "fits), or accuracy,latency[,ram] (multi-objective TPE: explores the trade-off front)")

@@ -99,7 +99,10 @@ def test_fit_md_says_when_the_colour_was_a_close_call() -> None:
     grey, rgb = row("gray", 92.60), row("rgb", 91.02)
     text = other_colour([grey, rgb, row("rgb", 95.0, folds=1)], grey)  # a 1-fold score is not comparable
     assert "mobilenet_v1-0.25-224-rgb, is 1.58 points behind (1.0 standard errors" in text
-    assert "567 images: not told apart" in text and "`--colors rgb`" in text
+    assert "567 images: not told apart" in text and "`--colors rgb`" in text and "`--val-by source`" in text
+    by_source = other_colour([grey, rgb], grey, "source")  # validated on unseen sources already: no hint
+    assert "fold(s) of whole sources" in by_source and "91.0/91.0/91.0 against 92.6/92.6/92.6: behind on 3 of 3" \
+        in by_source and "standard error" not in by_source and "--val-by" not in by_source
     far = other_colour([grey, row("rgb", 80.0)], grey)
     assert "told apart" in far and "not told apart" not in far and "--colors" not in far
     assert other_colour([grey, row("gray", 90.0)], grey) == ""
@@ -188,3 +191,32 @@ def _overhead_ram(board: str) -> int:
 
     b = load_board(board)
     return b.ram_bytes - b.model_ram_bytes
+
+
+def test_fit_val_by_source_validates_on_whole_cameras_and_says_when_there_are_none(tmp_path: Path) -> None:
+    from pipeline.data import SHAPES, generate_default
+
+    data = generate_default(tmp_path / "data", 20, 4, 0)
+    grid = ["--archs", "mobilenet_v1", "--widths", "0.25", "--resolutions", "32", "--colors", "rgb",
+            "--val-by", "source"]
+    one = run_pipeline("fit", "--board", "nucleo-l4r5zi", "--data", str(data), "--out", str(tmp_path / "one"), *grid,
+                       check=False)  # every file named by a number: one source
+    assert one.returncode == 2, one.stderr
+    assert "1 source(s)" in one.stderr and "subfolder" in one.stderr and "--val-by photo" in one.stderr
+    assert not (tmp_path / "one" / "fit" / "trials").exists()
+    for cls in (data / "train").iterdir():  # five cameras, a fifth of each class each
+        for i, f in enumerate(sorted(cls.glob("*.png"))):
+            (cls / f"cam{i % 5}").mkdir(exist_ok=True)
+            f.rename(cls / f"cam{i % 5}" / f.name)
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"pretrained": "none"}))
+    out = tmp_path / "out"
+    proc = run_pipeline("fit", "--board", "nucleo-l4r5zi", "--data", str(data), "--out", str(out), *grid,
+                        "--folds", "7", "--proxy-epochs", "1", "--trials", "1", "--no-build", "--config", str(config))
+    assert "5 fold(s) of whole sources, not 7" in proc.stderr + proc.stdout
+    fit = json.loads((out / "fit" / "fit.json").read_text())
+    assert fit["val_by"] == "source" and fit["folds"] == 5
+    proxy = next(c["proxy"] for c in fit["candidates"] if c["proxy"])
+    # each fold held out one camera (a fifth of the training images), not a random tenth
+    assert proxy["val_images"] == len(proxy["folds"]) * 20 * len(SHAPES) // 5
+    assert "whole sources" in (out / "fit" / "fit.md").read_text()
