@@ -127,16 +127,12 @@ class BuildConfig:
         return Path(self.out)
 
     def validate(self) -> None:
-        if self.color not in ("rgb", "gray"):
-            raise PipelineError(f"color must be 'rgb' or 'gray', got '{self.color}'")
-        if self.memory_plan not in ("offline", "tflm"):
-            raise PipelineError(f"memory_plan must be 'offline' or 'tflm', got '{self.memory_plan}'")
-        if self.checkpoint not in ("within_se", "best"):
-            raise PipelineError(f"checkpoint must be 'within_se' or 'best', got '{self.checkpoint}'")
-        if self.val_by not in ("photo", "source"):
-            raise PipelineError(f"val_by must be 'photo' or 'source', got '{self.val_by}'")
-        if self.qat not in ("auto", "on", "off"):
-            raise PipelineError(f"qat must be 'auto', 'on' or 'off', got '{self.qat}'")
+        for f in settings():  # the settings with a fixed set of values (argparse "choices")
+            choices = f.metadata["argparse"].get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                quoted = [f"'{c}'" for c in choices]
+                raise PipelineError(f"{f.name} must be {', '.join(quoted[:-1])} or {quoted[-1]}, "
+                                    f"got '{getattr(self, f.name)}'")
         if not self.width > 0:
             raise PipelineError(f"width must be a positive number, got {self.width}")
         if self.epochs < 1:

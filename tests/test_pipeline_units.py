@@ -54,8 +54,11 @@ def test_make_config_names_a_bad_file_value(tmp_path: Path, values: dict, words:
 
 
 @pytest.mark.parametrize(("overrides", "words"), [
-    ({"color": "blue"}, "color must be"),
-    ({"qat": "maybe"}, "qat must be"),
+    ({"color": "blue"}, "color must be 'rgb' or 'gray', got 'blue'"),
+    ({"qat": "maybe"}, "qat must be 'auto', 'on' or 'off', got 'maybe'"),
+    ({"val_by": "camera"}, "val_by must be 'photo' or 'source', got 'camera'"),
+    ({"checkpoint": "last"}, "checkpoint must be 'within_se' or 'best', got 'last'"),
+    ({"memory_plan": "greedy"}, "memory_plan must be 'offline' or 'tflm', got 'greedy'"),
     ({"epochs": 0}, "epochs must be at least 1"),
     ({"arch": "resnet"}, "unknown arch"),
     ({"lr": -1.0}, "lr must be"),
