@@ -129,6 +129,18 @@ def nnls(a: np.ndarray, b: np.ndarray, iters: int = 500) -> np.ndarray:
     return x
 
 
+def _distinct_columns(a: np.ndarray) -> np.ndarray:
+    """`a` (unit-norm columns) with each column that repeats an earlier one zeroed. Features that
+    are one multiple of another on a sub-kind's ops (a 3x3 depthwise convolution's MACs are 9x its
+    output elements) fit equally well; which one NNLS takes would then be decided by rounding, and
+    differ between machines. The first of them (in FEATURES order) takes the coefficient."""
+    a = a.copy()
+    for j in range(1, a.shape[1]):
+        if a[:, j].any() and any(np.allclose(a[:, j], a[:, i], rtol=1e-9, atol=1e-12) for i in range(j)):
+            a[:, j] = 0
+    return a
+
+
 def load_counts(path: Path = COUNTS_FILE) -> dict[str, Any]:
     if not path.exists():
         raise PipelineError(f"no per-op counts at {path}: measure them with firmware/tools/profile_ops.py")
@@ -162,7 +174,7 @@ def fit(counts: dict[str, Any], sets: tuple[str, ...] = ("fit",)) -> dict[str, A
             aw = a * wgt[:, None]
             norm = np.linalg.norm(aw, axis=0)
             norm[norm == 0] = 1
-            coef = nnls(aw / norm, y * wgt) / norm
+            coef = nnls(_distinct_columns(aw / norm), y * wgt) / norm
             pred = a @ coef
             rel = np.abs(pred - y) / np.maximum(y, 1)
             entry[sk] = {"coef": [float(f"{c:.6g}") for c in coef], "n": len(rows),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 
 from pipeline import latency
@@ -161,3 +162,17 @@ def test_taps_inside_the_input_match_a_direct_count(n_in: int, k: int, stride: i
         before = max((n_out - 1) * stride + k - n_in, 0) // 2
         direct = sum(0 <= o * stride - before + j < n_in for o in range(n_out) for j in range(k))
         assert latency._inside(n_in, n_out, k, stride) == direct
+
+
+def test_features_that_are_multiples_of_an_earlier_one_get_no_coefficient() -> None:
+    """Two features proportional on every fitted op fit equally well; the first takes the
+    coefficient, so the fit does not depend on rounding (it differed between machines)."""
+    rng = np.random.default_rng(0)
+    a = rng.uniform(1, 10, size=(20, 3))
+    a[:, 2] = 9 * a[:, 1]  # MACs of a 3x3 depthwise convolution: 9x its output elements
+    a /= np.linalg.norm(a, axis=0)
+    d = latency._distinct_columns(a)
+    assert np.array_equal(d[:, :2], a[:, :2]) and not d[:, 2].any()
+    y = a @ np.array([2.0, 3.0, 0.0])
+    x = latency.nnls(d, y)
+    assert np.allclose(x, [2.0, 3.0, 0.0])
