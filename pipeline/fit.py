@@ -352,7 +352,9 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
         if len(trained) >= args.trials or len(trained) >= len(feasible):
             break
         if args.time_budget is not None and time.time() - t0 >= args.time_budget * 60:
-            log(f"fit: time budget of {args.time_budget:g} min spent after {len(trained)} proxy trainings")
+            trainings = sum(len(p.get("folds", ())) for p in trained.values())
+            log(f"fit: time budget of {args.time_budget:g} min spent after {len(trained)} candidate(s) "
+                f"({trainings} proxy trainings)")
             break
         if attempts > 200 * max(args.trials, 1):  # the sampler keeps proposing what is done or does not fit
             untried = [n for n in feasible if n not in trained]

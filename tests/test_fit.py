@@ -144,8 +144,11 @@ def test_fit_end_to_end_on_a_tiny_grid_resumes_and_builds_the_winner(tmp_path: P
     assert max(arenas, key=arenas.__getitem__) == big
     ram = arenas[big] - 1
     first = run_pipeline("fit", "--board", "nucleo-l4r5zi", "--data", str(data), "--out", str(out), *grid,
-                         "--trials", "1", "--no-build", "--ram", str(ram + _overhead_ram("nucleo-l4r5zi")))
+                         "--trials", "3", "--time-budget", "0.001", "--no-build",
+                         "--ram", str(ram + _overhead_ram("nucleo-l4r5zi")))
     assert "chose" in first.stderr + first.stdout
+    # the budget is spent during the first candidate (two folds), so no second one starts
+    assert "time budget of 0.001 min spent after 1 candidate(s) (2 proxy trainings)" in first.stderr + first.stdout
     fit = json.loads((out / "fit" / "fit.json").read_text())
     assert sum(1 for c in fit["candidates"] if c["proxy"]) == 1
     first_search = fit["search_seconds"]
