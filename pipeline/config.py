@@ -20,6 +20,7 @@ DATA = ("data", "train")
 TRAIN = ("train",)
 ALL = ("data", "train", "qat", "export", "convert", "microcode", "report")
 GATE_LIMIT = ("report",)  # the report shows each gate against its limit
+VAL_BY = ("photo", "source")  # what a validation split holds out (val_by; fit --val-by)
 
 
 def opt(default: Any, stages: tuple[str, ...], help: str | None = None, flag: str | None = None,
@@ -62,7 +63,7 @@ class BuildConfig:
     # what the validation split holds out: "photo", photos at random (whole photos with their
     # exported copies); "source", whole sources (the subfolders of a class folder, or the file
     # names' prefixes: data.file_source), to score models on cameras they did not train on
-    val_by: str = opt("photo", TRAIN, choices=["photo", "source"])
+    val_by: str = opt(VAL_BY[0], TRAIN, choices=list(VAL_BY))
     patience: int = opt(10, TRAIN)  # early stopping: epochs without a validation score as good as the best
     # which epoch's weights are kept: "within_se", the latest whose validation top-1 is within
     # one standard error of the best so far (scores closer than that are noise on a small

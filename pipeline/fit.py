@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .config import VAL_BY
 from .errors import PipelineError
 from .estimate import Candidate, Estimate, estimate
 from .util import atomic_write_text, log
@@ -352,7 +353,7 @@ def search(rows: list[Row], args: argparse.Namespace, fit_dir: Path, study_name:
         if len(trained) >= args.trials or len(trained) >= len(feasible):
             break
         if args.time_budget is not None and time.time() - t0 >= args.time_budget * 60:
-            trainings = sum(len(p.get("folds", ())) for p in trained.values())
+            trainings = sum(len(p["folds"]) for p in trained.values())
             log(f"fit: time budget of {args.time_budget:g} min spent after {len(trained)} candidate(s) "
                 f"({trainings} proxy trainings)")
             break
@@ -623,7 +624,7 @@ def add_parser(sub: Any) -> None:
                    help="validation folds per candidate (default 3): each a proxy training validated on another "
                         "tenth of the training images; a candidate clearly behind a rival after a fold stops there "
                         "(not with --val-by source)")
-    p.add_argument("--val-by", choices=["photo", "source"], default="photo",
+    p.add_argument("--val-by", choices=list(VAL_BY), default=VAL_BY[0],
                    help="what each validation fold holds out: photo (default), a tenth of the training photos at "
                         "random; source, whole sources (cameras, videos, collections: the subfolders of a class "
                         "folder, or the file names up to their first digit), the largest first, so that candidates "
