@@ -64,7 +64,7 @@ def _train_one(row: dict[str, Any], data: str, pretrained: str, out: str, thread
     c = Candidate(row["arch"], row["width"], row["resolution"], row["color"])
     cfg = make_config(None, data=data, out=str(Path(out) / c.name), arch=c.arch, width=c.width,
                       resolution=c.resolution, color=c.color, pretrained=pretrained_for(c, pretrained),
-                      **({"epochs": epochs} if epochs else {}))
+                      resume=True, **({"epochs": epochs} if epochs else {}))  # an interrupted grid goes on
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     ckpt = train(cfg)

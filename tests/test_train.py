@@ -32,6 +32,20 @@ def test_augment_resamples_larger_images_to_the_input_size() -> None:
     assert augment(x, torch.Generator().manual_seed(1), True, False, size=32).shape == (4, 3, 32, 32)
 
 
+def test_training_batches_are_nhwc_in_memory_at_the_input_size() -> None:
+    import numpy as np
+
+    from pipeline.augment import training_batch
+    from pipeline.config import BuildConfig
+    from pipeline.data import preprocess_spec
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 48, 48, 3), dtype=np.uint8)
+    cfg = BuildConfig(resolution=32)
+    x = training_batch(images, torch.Generator().manual_seed(1), cfg, preprocess_spec(cfg), torch.device("cpu"),
+                       4, 0)
+    assert x.shape == (4, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_weight_average_follows_the_weights_with_a_ramped_decay() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     average = WeightAverage(model, decay=0.9)
@@ -163,7 +177,15 @@ def test_float_training_and_qat_run_the_same_loop_and_resume(tmp_path: Path, mon
 
     calls: list[bool] = []
     fit = t.fit
-    monkeypatch.setattr(t, "fit", lambda loop: calls.append(loop.qat) or fit(loop))
+    nhwc: list[bool] = []  # weights NHWC in memory, as training_batch's batches: the faster CPU convolutions
+
+    def fit_and_note(loop: t.Loop) -> t.Loop:
+        calls.append(loop.qat)
+        nhwc.append(all(p.is_contiguous(memory_format=torch.channels_last) for p in loop.model.parameters()
+                        if p.ndim == 4))
+        return fit(loop)
+
+    monkeypatch.setattr(t, "fit", fit_and_note)
     cfg = BuildConfig(out=str(tmp_path), resolution=32, epochs=3, batch_size=8, pretrained="none", patience=5,
                       val_fraction=0.25, qat_epochs=1)
     whole = t.train(cfg, _tiny_prepared())
@@ -183,7 +205,7 @@ def test_float_training_and_qat_run_the_same_loop_and_resume(tmp_path: Path, mon
 
     q = t.train_qat(cfg, _tiny_prepared(), whole)
     assert q["qat"]["epochs"] == 1 and len(q["qat"]["history"]) == 1 and q["labels"] == ["bright", "dark"]
-    assert calls == [False, False, False, True]
+    assert calls == [False, False, False, True] and all(nhwc)
 
 
 def test_a_stop_callback_ends_training_after_the_epoch_it_names(tmp_path: Path) -> None:
