@@ -67,9 +67,12 @@ def _train_one(row: dict[str, Any], data: str, pretrained: str, out: str, thread
                       resume=True, **({"epochs": epochs} if epochs else {}))  # an interrupted grid goes on
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    ckpt = train(cfg)
+    # decoded once per resolution and colour into OUT/cache, for every candidate that shares them
+    # (decoding the photos took minutes of each candidate's time)
     spec = preprocess_spec(cfg)
-    test = prepare(cfg, spec).test
+    prepared = prepare(make_config(None, data=data, out=out, resolution=c.resolution, color=c.color), spec, large=True)
+    ckpt = train(cfg, prepared)
+    test = prepared.test
     device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
     model = model_from_checkpoint(ckpt).to(device).eval()
     logits = evaluate_logits(model, test.images, spec, device)
