@@ -6,6 +6,8 @@
     python -m bench.fit_grid check DIR [DIR ...]       # estimates vs measured for built models
     python -m bench.fit_grid sources --data DIR --match Photo-on DIR [DIR ...]
                                                        # float test top-1 on the files that match and the rest
+    python -m bench.fit_grid table OUT [OUT ...] [--into docs/FIT.md]
+                                                       # the trained candidates as the docs' grid table rows
 
 `train` runs the build's own training (pipeline.train.train, the default recipe: 40 epochs,
 the epoch kept by the default rule, ImageNet weights where published) for each candidate, several at
@@ -214,6 +216,46 @@ def cmd_sources(a: argparse.Namespace) -> None:
         print(f"| {Path(d).name} | {100 * ok.mean():.2f} | {100 * ok[hit].mean():.2f} | {100 * ok[~hit].mean():.2f} |")
 
 
+BOARD_SHORT = {"nucleo-l4r5zi": "L4R5ZI", "nano33ble-sense": "Nano"}  # the docs table's "fits" column
+TABLE_SECTION = "### The full grid"
+
+
+def table_row(r: dict[str, Any]) -> str:
+    fits = ", ".join(BOARD_SHORT.get(b, b) for b in r["boards"])
+    backbone = "scratch" if r["weights_from"] == "scratch" else "ImageNet"
+    int8 = f"{r['int8_test_top1']:.2f}" if r.get("int8_test_top1") is not None else ""
+    return (f"| {r['name']} | {fits} | {backbone} | {r['best_epoch']} | {r['best_val_acc']:.2f} | "
+            f"{r['float_test_top1']:.2f} | {int8} |")
+
+
+def merge_rows(old: list[str], new: list[str]) -> list[str]:
+    """Table rows by candidate name, `new` replacing `old`; sorted by float test top-1 (6th
+    column), highest first, ties in their earlier order."""
+    rows = {line.split("|")[1].strip(): line for line in old}
+    rows.update({line.split("|")[1].strip(): line for line in new})
+    return sorted(rows.values(), key=lambda line: -float(line.split("|")[6]))
+
+
+def cmd_table(a: argparse.Namespace) -> None:
+    """The candidates trained in the OUT folders (their grid_results.json) as rows of the docs'
+    grid table; with --into, merged into that file's table under TABLE_SECTION."""
+    results = [r for out in a.outs for r in json.loads((Path(out) / "grid_results.json").read_text())
+               if "float_test_top1" in r]
+    new = [table_row(r) for r in results]
+    if not a.into:
+        print("\n".join(merge_rows([], new)))
+        return
+    path = Path(a.into)
+    lines = path.read_text().splitlines()
+    start = lines.index(TABLE_SECTION)
+    head = next(i for i in range(start, len(lines)) if lines[i].startswith("| candidate |"))
+    first = head + 2  # below the header and its |---| line
+    end = next((i for i in range(first, len(lines)) if not lines[i].startswith("| mobilenet")), len(lines))
+    merged = merge_rows(lines[first:end], new)
+    path.write_text("\n".join(lines[:first] + merged + lines[end:]) + "\n")
+    print(f"{path}: {len(merged)} rows ({len(merged) - (end - first)} new)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.fit_grid", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -238,8 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True)
     p.add_argument("--match", required=True, help="a part of the file name, e.g. Photo-on")
     p.add_argument("dirs", nargs="+")
+    p = sub.add_parser("table")
+    p.add_argument("outs", nargs="+", help="folders of `train --out`")
+    p.add_argument("--into", help="a markdown file whose grid table to merge the rows into (docs/FIT.md)")
     a = ap.parse_args(argv)
-    {"list": cmd_list, "train": cmd_train, "int8": cmd_int8, "check": cmd_check, "sources": cmd_sources}[a.cmd](a)
+    {"list": cmd_list, "train": cmd_train, "int8": cmd_int8, "check": cmd_check, "sources": cmd_sources,
+     "table": cmd_table}[a.cmd](a)
     return 0
 
 

@@ -190,3 +190,33 @@ def test_bench_json_schema_on_a_tiny_model(tiny_out: Path, capsys: pytest.Captur
     printed = capsys.readouterr().out
     assert printed.startswith(render(b).splitlines()[0])
     assert "skipped: left out (--skip)" in printed and "TFLM host" in printed
+
+
+def test_fit_grid_table_merges_new_candidates_into_the_docs_table_by_float_top1(tmp_path: Path) -> None:
+    """`python -m bench.fit_grid table OUT --into FILE`: a trained candidate's row goes into the
+    table in float-top-1 order; a candidate already there is replaced, not repeated; the rest of
+    the file is kept."""
+    from bench.fit_grid import main as fit_grid
+
+    doc = tmp_path / "FIT.md"
+    doc.write_text("# Fit\n\n### The full grid\n\nprose\n\n"
+                   "| candidate | fits | backbone | epoch kept | val top-1 | float test top-1 | int8 test top-1 |\n"
+                   "|---|---|---|---:|---:|---:|---:|\n"
+                   "| mobilenet_v1-0.25-96-rgb | L4R5ZI, Nano | ImageNet | 40 | 93.12 | 92.77 | 92.77 |\n"
+                   "| mobilenet_v2-0.35-96-rgb | L4R5ZI, Nano | scratch | 40 | 66.67 | 71.28 |  |\n"
+                   "\n### Next\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    row = {"name": "mobilenet_v3_small-0.75-96-rgb", "boards": ["nucleo-l4r5zi"], "weights_from": "scratch",
+           "best_epoch": 39, "best_val_acc": 69.841, "float_test_top1": 75.11}
+    again = {"name": "mobilenet_v2-0.35-96-rgb", "boards": ["nucleo-l4r5zi", "nano33ble-sense"],
+             "weights_from": "scratch", "best_epoch": 38, "best_val_acc": 70.0, "float_test_top1": 71.5}
+    failed = {"name": "mobilenet_v1-0.5-96-gray", "boards": ["nucleo-l4r5zi"], "failed": "RuntimeError()"}
+    (out / "grid_results.json").write_text(json.dumps([row, again, failed]))
+    assert fit_grid(["table", str(out), "--into", str(doc)]) == 0
+    lines = doc.read_text().splitlines()
+    rows = [line for line in lines if line.startswith("| mobilenet")]
+    assert rows == ["| mobilenet_v1-0.25-96-rgb | L4R5ZI, Nano | ImageNet | 40 | 93.12 | 92.77 | 92.77 |",
+                    "| mobilenet_v3_small-0.75-96-rgb | L4R5ZI | scratch | 39 | 69.84 | 75.11 |  |",
+                    "| mobilenet_v2-0.35-96-rgb | L4R5ZI, Nano | scratch | 38 | 70.00 | 71.50 |  |"]
+    assert lines[:5] == ["# Fit", "", "### The full grid", "", "prose"] and lines[-2:] == ["", "### Next"]
