@@ -55,7 +55,7 @@ def _train_one(row: dict[str, Any], data: str, pretrained: str, out: str, thread
     import torch
 
     torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # train keeps it: two threads per job on two cores stall
     from pipeline.checkpoint import model_from_checkpoint
     from pipeline.config import make_config
     from pipeline.data import prepare, preprocess_spec

@@ -136,7 +136,9 @@ def _start(cfg: BuildConfig, prepared: Prepared | None, rank: int, world: int) -
     device = distributed.pick_device(rank)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    if device.type == "cpu":
+    # the cores shared among the processes; one process keeps a count its caller set in OMP_NUM_THREADS
+    # (bench.fit_grid's jobs: two threads each of two jobs on two cores stall one another ~10x)
+    if device.type == "cpu" and (world > 1 or "OMP_NUM_THREADS" not in os.environ):
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     spec = preprocess_spec(cfg)
     if prepared is None:

@@ -227,3 +227,22 @@ def test_a_stop_callback_ends_training_after_the_epoch_it_names(tmp_path: Path) 
     assert [r["epoch"] for r in ckpt["history"]] == [1, 2] and ckpt["stopped"] == "a rival is ahead"
     assert [r["val_acc"] for r in ckpt["history"]] == [v for _, v in asked]
     assert t.train(cfg, _tiny_prepared())["stopped"] == ""  # without one, every epoch
+
+
+def test_one_process_keeps_the_thread_count_its_caller_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench.fit_grid runs jobs at one thread each: training must not raise it to the cores' count
+    (two jobs of two threads on two cores stall one another). Without OMP_NUM_THREADS: every core."""
+    from pipeline import train as t
+    from pipeline.config import BuildConfig
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        t._start(BuildConfig(resolution=32, pretrained="none"), _tiny_prepared(), 0, 1)
+        assert torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        t._start(BuildConfig(resolution=32, pretrained="none"), _tiny_prepared(), 0, 1)
+        assert torch.get_num_threads() == max(1, os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)
